@@ -1,0 +1,90 @@
+"""Shared CLI plumbing: the rich console, logging set-up, option parsing and the one place where
+library errors become a one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from facemtl.errors import ConfigError, FacemtlError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logger = logging.getLogger("facemtl")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err_console, show_path=False, rich_tracebacks=True))
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def handle_errors(fn: F) -> F:
+    """Turn :class:`FacemtlError` into ``error: ...`` on stderr and exit code 1 (traceback with FACEMTL_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except FacemtlError as e:
+            if os.environ.get("FACEMTL_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers such as 56,112,224; got '{text}'.") from None
+    if not values:
+        raise ConfigError(f"{what} is empty; give comma-separated integers such as 56,112,224.")
+    return values
+
+
+def parse_name_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+class SpeedColumn(ProgressColumn):
+    """Items per second; blank until rich has measured a rate (a format string would crash on None)."""
+
+    def __init__(self, unit: str = "/s") -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed:>7.0f}{self.unit}" if task.speed is not None else " " * (7 + len(self.unit)))
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with rate and ETA; yields ``advance(n)``."""
+    columns = [
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        SpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=False, disable=not err_console.is_terminal and os.environ.get("FACEMTL_PROGRESS") == "0") as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda n: prog.advance(task, n)

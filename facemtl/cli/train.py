@@ -1,0 +1,161 @@
+"""``facemtl train``: train a recipe (default: a multi-task model on SynthFaces)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from facemtl.cli._common import console, err_console, handle_errors, parse_name_list
+from facemtl.errors import ConfigError
+
+
+def _parse_set(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. train.warmup_steps=100), got '{item}'.")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def build_config(
+    recipe: str, *, resume_dir: Path | None = None, overrides: dict[str, Any] | None = None,
+):
+    """Recipe (or the saved config of a run being resumed) + CLI overrides."""
+    from facemtl.engine.config import RunConfig, apply_overrides, load_recipe
+
+    if resume_dir is not None and (resume_dir / "config.toml").exists():
+        import tomllib
+
+        cfg = RunConfig.from_dict(tomllib.loads((resume_dir / "config.toml").read_text()), str(resume_dir / "config.toml"))
+    else:
+        cfg = load_recipe(recipe)
+    return apply_overrides(cfg, overrides or {})
+
+
+class RichCallbacks:
+    """Draws an epoch bar and a step bar with per-task losses and current task weights."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=err_console,
+        )
+
+    def on_train_start(self, *, epochs, steps_per_epoch, start_epoch, tasks, run_dir):
+        self.progress.start()
+        self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info=str(run_dir))
+        self.step_task = self.progress.add_task("steps", total=steps_per_epoch, info="")
+        self.steps = steps_per_epoch
+
+    def on_step(self, *, epoch, step, losses, weights):
+        if step % 5 and step != self.steps:
+            return
+        parts = [f"{k[:10]} {v:.3f}" + (f"·w{weights[k]:.2f}" if k in weights else "") for k, v in list(losses.items())[:6]]
+        if len(losses) > 6:
+            parts.append(f"+{len(losses) - 6} tasks")
+        self.progress.update(self.step_task, completed=step, description=f"epoch {epoch + 1}", info="  ".join(parts))
+
+    def on_epoch_end(self, *, epoch, row):
+        self.progress.update(self.epoch_task, completed=epoch + 1, info=f"train {row['train_loss']:.3f}  val {row['val_loss']:.3f}")
+        self.progress.reset(self.step_task, total=self.steps)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def results_table(result, title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("task")
+    t.add_column("metric")
+    t.add_column("val", justify="right")
+    t.add_column("test", justify="right")
+    for task, metrics in result.val_metrics.items():
+        for m, v in metrics.items():
+            tv = result.test_metrics.get(task, {}).get(m)
+            t.add_row(task, m, f"{v:.4f}", "-" if tv is None else f"{tv:.4f}")
+    return t
+
+
+@handle_errors
+def train(
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Packaged recipe name or a TOML file.")] = "default",
+    list_recipes: Annotated[bool, typer.Option("--list-recipes", help="List the packaged recipes and exit.")] = False,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks, e.g. landmarks,smile (attr:* = every attribute).")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="small, seed004, tcdcn, vgg16, resnet18, resnet50, famo9, mcfa.")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss-weighting strategy (ew, fixed, uw, dwu, ...).")] = None,
+    weighting_args: Annotated[Optional[str], typer.Option("--weighting-args", help="Strategy options, e.g. 'main=landmarks' or 'weights=landmarks:1;smile:0.5'.")] = None,
+    grad_mode: Annotated[Optional[str], typer.Option("--grad-mode", help="rep (shared representation) or params (shared parameters).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd.")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="cosine, step, seed004 or constant.")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping patience in epochs (0 = off).")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0 = off).")] = None,
+    amp: Annotated[Optional[str], typer.Option("--amp", help="auto (bf16 on CUDA), bf16, fp16 or off.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the trunk.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Model input size in pixels.")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Local state dict to initialise the backbone.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick runs).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<recipe>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a run folder that already has a checkpoint.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any setting as key=value, e.g. train.warmup_steps=100.")] = None,
+) -> None:
+    """Train a multi-task face model.
+
+    With no options: the [bold]default[/] recipe on SynthFaces (rendered first when missing).
+    Examples: [cyan]facemtl train --recipe tcdcn --epochs 3[/], [cyan]facemtl train --tasks landmarks,smile --weighting uw[/].
+    Distributed: [cyan]torchrun --nproc_per_node 4 -m facemtl.cli.main train --recipe celeba40[/] (see docs/training.md).
+    """
+    from facemtl.engine.config import load_recipe, recipe_names
+    from facemtl.engine.trainer import train as run_training
+
+    if list_recipes:
+        t = Table(title="recipes")
+        for c in ("name", "written for", "description"):
+            t.add_column(c)
+        for name in recipe_names():
+            r = load_recipe(name)
+            t.add_row(name, r.written_for, r.description)
+        console.print(t)
+        return
+    overrides: dict[str, Any] = {
+        "tasks.names": parse_name_list(tasks), "model.backbone": backbone, "weighting.name": weighting,
+        "weighting.grad_mode": grad_mode, "data.path": str(data) if data else None, "train.epochs": epochs,
+        "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer, "train.schedule": schedule,
+        "train.patience": patience, "train.grad_clip": grad_clip, "train.amp": amp, "train.device": device,
+        "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,
+        "train.seed": seed, "train.max_steps_per_epoch": max_steps, "out": str(out) if out else None,
+    }
+    if weighting_args is not None:
+        from facemtl.weighting import parse_weighting_args
+
+        overrides["weighting.options"] = parse_weighting_args(weighting_args)
+    if weighting is not None and weighting_args is None:
+        overrides["weighting.options"] = {}
+    overrides.update(_parse_set(set_))
+    cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides)
+    if backbone is not None and input_size is None:  # another backbone: its own input size, not the recipe's
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=None, options={}))
+    cb = RichCallbacks()
+    try:
+        result = run_training(cfg, resume=resume, force=force, callbacks=cb)
+    finally:
+        cb.close()
+    title = f"{cfg.name}: best epoch {result.best_epoch} of {len(result.history)} ({result.seconds:.0f} s, {result.parameters['total']:,} parameters)"
+    console.print(results_table(result, title))
+    console.print(f"run folder: [bold]{result.run_dir}[/] (config.toml, metrics.csv, weights.csv, best.pt, last.pt)")
+    console.print(f"next: [cyan]facemtl evaluate {result.run_dir}[/]")

@@ -1,0 +1,1 @@
+"""The training engine: configs and recipes, the training loop, checkpoints, distributed set-up."""

@@ -1,0 +1,83 @@
+"""Checkpoints: one plain dict per file, written atomically; loading rebuilds model and tasks.
+
+Keys: ``format`` ("facemtl-checkpoint"), ``version``, ``facemtl_version``, ``config`` (the
+resolved :class:`RunConfig` as a dict), ``config_digest``, ``data_info``, ``model``
+(state dict, identity centres included), ``weighting``, ``optimizer``, ``scheduler_step``,
+``scaler``, ``epoch`` (epochs finished), ``step``, ``batches_done`` (inside an interrupted
+epoch), ``rng``, ``best``, ``bad_epochs``, ``history``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facemtl import __version__
+from facemtl.errors import CheckpointError
+from facemtl.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = "facemtl-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    state = {"format": FORMAT, "version": VERSION, "facemtl_version": __version__, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
+    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (prefer, "last.pt", "best.pt"):
+            if (p / name).exists():
+                return p / name
+        raise CheckpointError(f"run folder {p} holds no checkpoint (best.pt / last.pt); train it first with `facemtl train --out {p}`.")
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; give a run folder or a .pt file.")
+    return p
+
+
+def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]:
+    p = resolve_checkpoint(path, prefer)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many kinds (pickle, zip, EOF) for a damaged file
+        raise CheckpointError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); it is damaged or not a checkpoint.") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a facemtl checkpoint.")
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{p} was written by a newer facemtl (checkpoint version {state['version']} > {VERSION}); upgrade facemtl.")
+    state["_path"] = str(p)
+    return state
+
+
+def build_from_checkpoint(state: dict[str, Any]):
+    """Rebuild ``(model, tasks, config, data_info)`` from a loaded checkpoint, weights loaded, in eval mode."""
+    from facemtl.engine.config import RunConfig
+    from facemtl.models import build_model
+    from facemtl.tasks import DataInfo, build_tasks
+
+    cfg = RunConfig.from_dict(state["config"], f"checkpoint {state.get('_path', '')}")
+    info = DataInfo.from_dict(state["data_info"])
+    tasks = build_tasks(list(cfg.tasks.names), info, cfg.tasks.options)
+    model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, **cfg.model.options)
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {state.get('_path', '')} does not match its own configuration "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})."
+        )
+    model.eval()
+    return model, tasks, cfg, info
+
+
+def load_model(path: str | Path, prefer: str = "best.pt"):
+    """``(model, tasks, config, data_info)`` from a run folder or checkpoint file."""
+    return build_from_checkpoint(load_checkpoint(path, prefer))

@@ -1,0 +1,45 @@
+"""Exception classes for user errors.
+
+Every message says what was wrong, where, and what to do. The CLI maps any
+:class:`FacemtlError` to a one-line message and exit code 1 (no traceback).
+"""
+
+from __future__ import annotations
+
+
+class FacemtlError(Exception):
+    """Base class of every error a user can fix (bad input, bad option, missing file)."""
+
+
+class UnknownNameError(FacemtlError, KeyError):
+    """An unknown task, backbone, strategy, recipe or dataset name."""
+
+    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
+        self.kind, self.name, self.valid = kind, name, list(valid)
+        super().__init__(f"Unknown {kind} '{name}'. Valid {kind} names: {', '.join(sorted(self.valid))}.")
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return self.args[0]
+
+
+class DataFormatError(FacemtlError):
+    """A file whose content does not follow its documented format (annotation line, HDF5 cache...)."""
+
+
+class MissingFileError(FacemtlError, FileNotFoundError):
+    """A required file or folder is absent."""
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else "missing file"
+
+
+class ConfigError(FacemtlError, ValueError):
+    """An option or configuration value that cannot work (nonsense size, bad range, mismatch)."""
+
+
+class CheckpointError(FacemtlError):
+    """A checkpoint that is missing, corrupt, from a newer schema or of another configuration."""
+
+
+class TrainingDiverged(FacemtlError):
+    """A loss became NaN or infinite; the message names the step and the task."""

@@ -1,0 +1,60 @@
+"""Models: backbones, the hard-parameter-sharing multi-task model and MCFA's cascade.
+
+``build_model(backbone, tasks, input_size=..., weights=..., **options)`` is the one entry point.
+Backbones (``BACKBONES.names()``): ``small`` (fast default), ``seed004``, ``tcdcn``, ``famo9``,
+``vgg16``, ``resnet18``, ``resnet50`` and ``mcfa`` (the cascade, a :class:`CascadeModel`).
+
+Every model takes float RGB in [0, 1], NCHW, at exactly the sizes of ``model.input_spec``; it
+converts to grey and normalises inside (so exported graphs take the same input), and never
+resizes: the engine feeds the sizes the model asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from facemtl.models import cnn as _cnn  # noqa: F401  (registers backbones)
+from facemtl.models import vgg_resnet as _vgg_resnet  # noqa: F401
+from facemtl.models._backbone import BACKBONES, Backbone, Preprocess, check_options
+from facemtl.models._weights import load_shared_weights
+from facemtl.models.cascade import CascadeModel, CascadeResult, CascadeSpec, CascadeStage
+from facemtl.models.multitask import MultiTaskModel
+from facemtl.tasks.base import Task
+
+__all__ = [
+    "BACKBONES", "Backbone", "CascadeModel", "CascadeResult", "CascadeStage", "MultiTaskModel", "Preprocess",
+    "build_model", "list_backbones",
+]
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+def build_model(
+    backbone: str, tasks: Sequence[Task], *, input_size: int | None = None, weights: str | None = None,
+    **backbone_options: Any,
+) -> MultiTaskModel:
+    """Build backbone ``backbone`` (random init, or its shared part from ``weights``) with one head per task.
+
+    ``input_size`` defaults to the backbone's own (``small`` 64, ``seed004`` 50, ``tcdcn`` 40,
+    ``famo9`` 64, ``vgg16`` 224, ``resnet*`` 112, ``mcfa`` 224 = L_Net's); a size the backbone
+    cannot take raises :class:`~facemtl.errors.ConfigError` saying which work. Unknown backbone
+    names raise :class:`~facemtl.errors.UnknownNameError`, unknown options ``ConfigError``, and
+    weights that are missing or do not fit :class:`~facemtl.errors.CheckpointError`.
+
+    ``model.config`` holds ``{"backbone", "input_size", "options"}``: pass them back here (with the
+    same tasks) to rebuild the same architecture from a checkpoint.
+    """
+    builder = BACKBONES.get(backbone)
+    check_options(backbone, builder, backbone_options)
+    built = builder(input_size=input_size, **backbone_options)
+    config = {"backbone": backbone, "input_size": built.input_size, "options": dict(backbone_options)}
+    if isinstance(built, CascadeSpec):
+        model: MultiTaskModel = CascadeModel(built, list(tasks), config=config)
+    else:
+        model = MultiTaskModel(built, list(tasks), config=config)
+    if weights:
+        load_shared_weights(model, weights)
+    return model

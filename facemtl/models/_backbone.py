@@ -1,0 +1,154 @@
+"""Backbone machinery: the :class:`Backbone` record a builder returns, the registry, input preprocessing.
+
+A backbone builder is a function ``(input_size: int | None = None, **options) -> Backbone``
+registered with ``@BACKBONES.register(name)``. It returns the shared *trunk* (normalised images
+``(B, C, S, S)`` -> flat features ``(B, D)``) and what the model needs around it: the input size
+and channel count, the normalisation constants, and optionally a per-task *branch*: layers that
+are not shared, placed in front of every task head (seed 004 shares only its first conv layer).
+
+Input handling (decided here, once): the model never resizes. ``model.input_spec`` states the
+size(s) it takes and the engine feeds exactly those (resizing on the device when the cache lacks
+them). Inside the model, :class:`Preprocess` turns float RGB in [0, 1] into what the trunk
+expects: grey (ITU-R 601 luma weights) for 1-channel backbones, then ``(x - mean) / std``. It is
+written without any Python control flow, so it traces, scripts and exports to ONNX unchanged; it
+also accepts a 1-channel grey image (the luma weights sum to 1, and mean/std broadcast).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from facemtl._registry import Registry
+from facemtl.errors import ConfigError
+
+BACKBONES: Registry = Registry("backbone")
+
+#: ITU-R BT.601 luma weights (R, G, B); they sum to 1.
+LUMA_601 = (0.299, 0.587, 0.114)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GREY_MEAN = (0.5,)
+GREY_STD = (0.5,)
+
+
+@dataclass
+class Backbone:
+    """What a backbone builder hands to the model.
+
+    trunk:        normalised images (B, in_channels, S, S) -> features (B, feature_dim)
+    branch:       optional factory of per-task, unshared layers (B, feature_dim) -> (B, branch_dim);
+                  the task head is then built on ``branch_dim`` and the model's head for the task
+                  is ``Sequential(branch=..., out=task_head)``
+    ignore_keys:  key prefixes dropped from foreign weight files (torchvision's ``fc.``)
+    options:      the resolved builder options, for ``describe()`` and checkpoints
+    """
+
+    trunk: nn.Module
+    feature_dim: int
+    input_size: int
+    in_channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    branch: Callable[[], nn.Module] | None = None
+    branch_dim: int = 0
+    ignore_keys: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_in_features(self) -> int:
+        return self.branch_dim if self.branch is not None else self.feature_dim
+
+
+class Preprocess(nn.Module):
+    """Float RGB [0, 1] (B, 3, S, S) -> normalised (B, C, S, S) with C = 1 (grey) or 3.
+
+    Constants are non-persistent buffers: they follow ``.to(device)`` and are baked into exported
+    graphs, but stay out of state dicts (they are part of the architecture, not learned)."""
+
+    def __init__(self, channels: int, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if channels not in (1, 3) or len(mean) != channels or len(std) != channels:
+            raise ValueError(f"Preprocess: channels={channels} with mean {mean} / std {std}")
+        self.channels = channels
+        self.register_buffer("luma", torch.tensor(LUMA_601).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3 or 1, S, S) in [0, 1]
+        if self.channels == 1:  # static (set at build time): safe to trace and export
+            x = (x * self.luma).sum(1, keepdim=True)  # (B, 1, S, S)
+        return (x - self.mean) * self.inv_std  # (B, C, S, S)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+# -- small helpers shared by the builders ----------------------------------------------------------
+def size_error(name: str, size: int, works: str) -> ConfigError:
+    return ConfigError(f"backbone '{name}' cannot take {size}x{size} inputs; {works}.")
+
+
+def resolve_size(name: str, size: int | None, default: int) -> int:
+    size = default if size is None else int(size)
+    if size <= 0:
+        raise size_error(name, size, f"give a positive size (default {default})")
+    return size
+
+
+def check_options(name: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Unknown or misspelt backbone options fail with the list of accepted ones."""
+    params = inspect.signature(builder).parameters
+    accepted = [p for p in params if p != "input_size" and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+    bad = [k for k in options if k not in accepted]
+    if bad:
+        raise ConfigError(
+            f"backbone '{name}' has no option {', '.join(repr(b) for b in bad)}; "
+            f"its options are: {', '.join(accepted) or 'none'}."
+        )
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = True) -> list[nn.Module]:
+    """3x3 'same' convolution (+ BN) + ReLU."""
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm),
+        *([nn.BatchNorm2d(cout)] if batch_norm else []),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def init_relu_net(module: nn.Module) -> None:
+    """He init for ReLU convs/linears, BN at identity: trains from scratch without pretraining."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def count_parameters(module: nn.Module | Sequence[nn.Parameter]) -> int:
+    params = module.parameters() if isinstance(module, nn.Module) else module
+    return int(sum(p.numel() for p in params))
+
+
+@torch.no_grad()
+def probe_shape(module: nn.Module, channels: int, size: int) -> torch.Size:
+    """Output shape of ``module`` for one (1, channels, size, size) input (builders size their fc layers)."""
+    was = module.training
+    module.eval()
+    try:
+        return module(torch.zeros(1, channels, size, size)).shape
+    finally:
+        module.train(was)

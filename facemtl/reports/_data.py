@@ -1,0 +1,139 @@
+"""Finding the data a report runs on, matching it to a model's tasks, and running the model over it.
+
+Dataset locations: ``--data PATH.h5`` wins; else ``--dataset NAME`` is looked up as
+``$FACEMTL_DATA/<file>`` (default folder ``data/``) with the file names of ``facemtl prepare``'s
+examples (:data:`DATASET_FILES`); else the cache the run was trained on (its ``config.toml``).
+
+A model trained on one cache can be evaluated on another: attribute columns are matched *by
+name* (a model trained on SynthFaces' 29 attributes reads those 29 columns of CelebA's 40), and
+a task whose labels the data lacks is skipped with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facemtl.data.cache import FaceCache
+from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+#: --dataset NAME -> cache file name under $FACEMTL_DATA (default ./data)
+DATASET_FILES = {"celeba": "celeba.h5", "lfwa": "lfwa.h5", "mtfl": "mtfl.h5", "synthetic": "synthfaces.h5"}
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("FACEMTL_DATA") or "data")
+
+
+def resolve_dataset(dataset: str | None, data: str | os.PathLike | None, default: str | None) -> Path:
+    """The cache file to read (module docstring); raises when it does not exist."""
+    if data is not None:
+        path, why = Path(data), "--data"
+    elif dataset is not None and (dataset.endswith(".h5") or os.sep in dataset):
+        path, why = Path(dataset), "--dataset"
+    elif dataset is not None:
+        if dataset not in DATASET_FILES:
+            raise UnknownNameError("dataset", dataset, [*DATASET_FILES, "PATH.h5"])
+        path, why = data_root() / DATASET_FILES[dataset], f"--dataset {dataset}"
+    elif default:
+        path, why = Path(default), "the run's training cache"
+    else:
+        raise ConfigError("no data given: pass --dataset celeba|lfwa|mtfl|synthetic|PATH.h5 or --data PATH.h5.")
+    if not path.exists():
+        hint = ""
+        if dataset in DATASET_FILES and data is None:
+            prep = "synthetic" if dataset == "synthetic" else f"{dataset} --root <folder>"
+            hint = (f" Prepare it with `facemtl prepare {prep} --out {path}`, set FACEMTL_DATA to the folder "
+                    "holding it, or pass --data PATH.h5.")
+        raise MissingFileError(f"cache {path} ({why}) does not exist.{hint}")
+    return path
+
+
+@dataclass
+class LabelAdapter:
+    """Rewrites a batch of another cache into the label layout the model was trained with."""
+
+    attr_index: np.ndarray | None  # (A_model,) column of the cache for each model attribute, -1 absent
+
+    @classmethod
+    def build(cls, model_attrs: tuple[str, ...] | list[str], cache: FaceCache) -> "LabelAdapter":
+        if list(model_attrs) == list(cache.attribute_names):
+            return cls(None)
+        idx = np.array([cache.attribute_names.index(a) if a in cache.attribute_names else -1 for a in model_attrs], np.int64)
+        return cls(idx)
+
+    def attributes(self, attrs: np.ndarray) -> np.ndarray:
+        """(N, A_cache) -> (N, A_model); absent columns are unknown (-1)."""
+        if self.attr_index is None:
+            return attrs
+        out = np.full((len(attrs), len(self.attr_index)), -1, dtype=attrs.dtype)
+        ok = self.attr_index >= 0
+        out[:, ok] = attrs[:, self.attr_index[ok]]
+        return out
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.attr_index is None or "attributes" not in batch:
+            return batch
+        batch = dict(batch)
+        batch["attributes"] = torch.from_numpy(self.attributes(batch["attributes"].numpy()))
+        return batch
+
+
+def label_check(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> tuple[list, dict[str, str]]:
+    """(tasks the split has labels for, {task: why skipped}) for a model's tasks on a cache."""
+    from facemtl.tasks.kinds import AttributesTask
+
+    rows = cache.indices(split)
+    if len(rows) == 0:
+        raise ConfigError(f"cache {cache.path} has no samples in split '{split}'; choose another --split.")
+    keep, skipped = [], {}
+    for t in tasks:
+        if t.label_key not in cache.labels or not cache.has_label(t.label_key)[rows].any():
+            skipped[t.name] = f"no '{t.label_key}' labels in split '{split}' of {cache.path.name}"
+            continue
+        if isinstance(t, AttributesTask):
+            cols = adapter.attributes(cache.labels["attributes"][rows])[:, list(t.columns)]
+            if not (cols >= 0).any():
+                skipped[t.name] = f"none of its attributes ({', '.join(t.names[:5])}{'...' if len(t.names) > 5 else ''}) is labelled in {cache.path.name}"
+                continue
+        keep.append(t)
+    if not keep:
+        labelled = [k for k in cache.labels if cache.has_label(k)[rows].any()]
+        raise ConfigError(
+            f"{cache.path} has no labels for any of the model's tasks ({', '.join(t.name for t in tasks)}) in split "
+            f"'{split}': {'; '.join(f'{k}: {v}' for k, v in skipped.items())}. It labels: {', '.join(labelled) or 'nothing'}."
+        )
+    return keep, skipped
+
+
+@torch.no_grad()
+def predict(model, tasks, cache: FaceCache, split: str, device: torch.device, adapter: LabelAdapter,
+            batch_size: int = 128) -> dict[str, dict[str, np.ndarray]]:
+    """Run ``model`` over a split and return each task's collected arrays (``Task.collect`` merged).
+
+    The cascade's crop metrics use L_Net's output for every crop (as validation during training);
+    its gated, end-to-end behaviour is measured on whole scenes (:mod:`facemtl.reports.scenes`).
+    """
+    from facemtl.data.loader import CacheLoader, to_device
+    from facemtl.engine.trainer import input_plan, make_inputs
+
+    plan = input_plan(model, cache)
+    sizes = sorted({src for src, _ in plan})
+    loader = CacheLoader(cache, split, sizes, batch_size, shuffle=False, in_memory="auto")
+    model.eval()
+    parts: dict[str, list[dict[str, np.ndarray]]] = {t.name: [] for t in tasks}
+    for batch in loader:
+        batch = to_device(adapter(batch), device)
+        outputs = model.forward_heads(model.forward_features(*make_inputs(batch, plan, channels_last=False)))
+        for t in tasks:
+            out = outputs[t.name]
+            parts[t.name].append(t.collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
+    return {name: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]} for name, ps in parts.items() if ps}

@@ -1,0 +1,225 @@
+"""``facemtl evaluate``: every metric of every task a model has and the data labels, as files.
+
+Output folder (default ``<run>/eval-<split>``, or ``<run>/eval-<cache>-<split>`` on other data)::
+
+    metrics.json          everything below in one document (written last: its presence = complete)
+    summary.md            headline metrics per task, the per-task tables, links to the figures
+    <task>.csv            per-task table (per attribute / per landmark / per class / one row)
+    <task>_ced.csv/.png   landmarks: CED curve          <task>_confusion.csv/.png  classes
+    <task>_roc.png        detection (face/non-face) and identity (verification) ROC
+    detection_scenes.csv  end-to-end detection on the cache's scenes (rate, FPPI)
+    curves_*.png          training curves and task weights (when given a run folder)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facemtl import __version__
+from facemtl.data.cache import FaceCache
+from facemtl.reports._data import LabelAdapter, label_check, predict, resolve_dataset
+from facemtl.reports._io import fmt, safe_name, staged_dir, to_markdown, write_csv
+from facemtl.reports.scenes import ScanConfig, scan_scenes
+from facemtl.reports.task_reports import FAIL_AT, NME_NORM, TaskReport, task_report
+from facemtl.utils.io import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+FORMAT = "facemtl-evaluation"
+VERSION = 1
+
+#: metric of each task kind that ablation tables and Delta-m use, and whether higher is better
+HEADLINE = {
+    "attributes": ("balanced_accuracy", True), "landmarks": ("nme", False), "detection": ("accuracy", True),
+    "identity": ("verification_auc", True), "classes": ("accuracy", True),
+}
+
+DEFINITIONS = {
+    "nme": f"mean over the 5 points of ||pred - target|| / inter-ocular distance ({NME_NORM}: between the two eye landmarks, i.e. eye centres), averaged over faces",
+    "failure_rate": f"fraction of faces with NME > {FAIL_AT}",
+    "ced_auc": f"area under the CED curve on [0, {FAIL_AT}] divided by {FAIL_AT}",
+    "balanced_accuracy": "mean of the recalls of the classes present (TPR + TNR) / 2; 0.5 for the majority-class baseline",
+    "majority_accuracy": "accuracy of always predicting the attribute's majority class on this split",
+    "f1": "2 TP / (2 TP + FP + FN) at probability >= 0.5, 0 when undefined",
+    "verification": "cosine similarity of L2-normalised embeddings on balanced genuine / impostor pairs of the split's identities",
+    "scene_detection": "sliding windows + NMS on the cache's scenes; a face is found when a box with score >= 0.5 has IoU >= 0.5",
+}
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    document: dict[str, Any]
+    reports: list[TaskReport]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """{"<task>/<metric>": value} of every headline number."""
+        return {f"{r.task}/{k}": v for r in self.reports for k, v in r.metrics.items()}
+
+
+def run_folder_of(source: Path) -> Path | None:
+    """The run folder of a run or checkpoint path (None for a lone .pt)."""
+    p = Path(source)
+    d = p if p.is_dir() else p.parent
+    return d if (d / "config.toml").exists() or (d / "metrics.csv").exists() else None
+
+
+def evaluate(
+    source: str | Path, *, dataset: str | None = None, data: str | Path | None = None, split: str = "test",
+    out: str | Path | None = None, device: str = "auto", batch_size: int = 128, max_pairs: int = 6000,
+    scenes: bool = True, figures: bool = True, curves: bool = True, scan: ScanConfig = ScanConfig(),
+) -> EvalResult:
+    """Evaluate a run folder or checkpoint on a cache split and write the report (module docstring).
+
+    Raises (before anything is written): CheckpointError for a missing, damaged or newer
+    checkpoint; MissingFileError / UnknownNameError for the data; ConfigError when the split has
+    no labels for any of the model's tasks.
+    """
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from facemtl.utils.device import pick_device
+
+    source = Path(source)
+    state = load_checkpoint(source)
+    model, tasks, cfg, info = build_from_checkpoint(state)
+    run_dir = run_folder_of(source)
+    path = resolve_dataset(dataset, data, cfg.data.path)
+    cache = FaceCache(path)
+    adapter = LabelAdapter.build(info.attribute_names, cache)
+    keep, skipped = label_check(tasks, cache, split, adapter)
+    if out is None:
+        base = run_dir if run_dir is not None else source.with_suffix("")
+        same = Path(cfg.data.path).resolve() == path.resolve()
+        out = (base / f"eval-{split}") if same else (base / f"eval-{safe_name(path.stem)}-{split}")
+    out = Path(out)
+
+    dev = pick_device(device)
+    model.to(dev)
+    collected = predict(model, keep, cache, split, dev, adapter, batch_size)
+    reports: list[TaskReport] = []
+    for t in keep:
+        r = task_report(t, collected[t.name], safe_name(t.name), max_pairs)
+        if isinstance(r, str):
+            skipped[t.name] = r
+            continue
+        reports.append(r)
+    _identity_note(reports, cache, split)
+    if scenes:
+        _add_scenes(reports, model, cache, split, dev, scan)
+    if not reports:
+        raise_no_metrics(skipped, path, split)
+
+    doc = {
+        "format": FORMAT, "version": VERSION, "facemtl_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": state["_path"], "run": str(run_dir) if run_dir else None, "recipe": cfg.name,
+        "backbone": cfg.model.backbone, "epoch": int(state.get("epoch", 0)), "weighting": cfg.weighting.name,
+        "data": str(path), "data_source": cache.source, "split": split, "samples": int(len(cache.indices(split))),
+        "tasks": {}, "skipped": skipped, "definitions": DEFINITIONS,
+    }
+    with staged_dir(out, last=("metrics.json",)) as tmp:
+        for r in reports:
+            files = []
+            for stem, table in r.tables.items():
+                write_csv(table, tmp / f"{stem}.csv")
+                files.append(f"{stem}.csv")
+            if figures:
+                for name, draw in r.figures.items():
+                    draw(tmp / name)
+                    files.append(name)
+            doc["tasks"][r.task] = {"kind": r.kind, "n": r.n, "metrics": r.metrics, "majority_baseline": r.baselines,
+                                    "lower_is_better": list(r.lower_is_better), "info": r.info, "files": files, "notes": r.notes}
+        curve_files: list[str] = []
+        if figures and curves and run_dir is not None:
+            from facemtl.reports.curves import curve_figures
+
+            try:
+                curve_files = curve_figures(run_dir, tmp)
+            except Exception as e:  # a damaged metrics.csv must not cost the evaluation itself
+                log.warning("training curves skipped: %s", e)
+        doc["curves"] = curve_files
+        write_text_atomic(tmp / "summary.md", summary_markdown(doc, reports))
+        write_json_atomic(tmp / "metrics.json", doc)
+    log.info("wrote the evaluation report to %s", out)
+    return EvalResult(out, doc, reports, skipped)
+
+
+def raise_no_metrics(skipped: dict[str, str], path: Path, split: str) -> None:
+    from facemtl.errors import ConfigError
+
+    raise ConfigError(f"no metric could be computed on split '{split}' of {path}: "
+                      + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ".")
+
+
+def _identity_note(reports: list[TaskReport], cache: FaceCache, split: str) -> None:
+    """Say whether verification pairs come from identities held out of training."""
+    ids = cache.labels.get("identity")
+    if ids is None or split == "train":
+        return
+    seen = set(np.unique(ids[cache.indices("train")]).tolist()) - {-1}
+    for r in reports:
+        if r.kind != "identity":
+            continue
+        here = set(np.unique(ids[cache.indices(split)]).tolist()) - {-1}
+        overlap = len(here & seen)
+        r.info["held_out_identities"] = overlap == 0
+        if overlap:
+            r.notes.append(f"{overlap} of the {len(here)} identities of split '{split}' also occur in this cache's train split: "
+                           "pairs are not all from held-out identities")
+
+
+def _add_scenes(reports: list[TaskReport], model, cache: FaceCache, split: str, device, scan: ScanConfig) -> None:
+    for r in reports:
+        if r.kind != "detection":
+            continue
+        res = scan_scenes(model, cache, split, device, task=r.task, cfg=scan)
+        if res is None:
+            r.notes.append(f"no scenes in split '{split}': end-to-end detection not measured")
+            continue
+        r.metrics["scene_detection_rate"] = res["detection_rate"]
+        r.metrics["scene_fppi"] = res["fppi"]
+        r.lower_is_better = (*r.lower_is_better, "scene_fppi")
+        row = {**res, "window_sizes": " ".join(map(str, scan.window_sizes)), "stride": scan.stride,
+               "score_threshold": scan.score_threshold, "nms_iou": scan.nms_iou, "match_iou": scan.match_iou}
+        r.info.update({f"scene_{k}": res[k] for k in ("n_images", "n_gt", "n_tp", "n_fp")})
+        r.tables[f"{r.task}_scenes"] = pd.DataFrame([row], index=pd.Index([r.task], name="task"))
+
+
+def summary_markdown(doc: dict[str, Any], reports: list[TaskReport]) -> str:
+    """The human-readable report: headline table, then one section per task."""
+    lines = [f"# Evaluation: {doc['recipe']} ({doc['backbone']}, {doc['weighting']}, epoch {doc['epoch']})", "",
+             f"- checkpoint: `{doc['checkpoint']}`",
+             f"- data: `{doc['data']}` ({doc['data_source']}), split **{doc['split']}**, {doc['samples']} samples", ""]
+    head = headline_table(reports)
+    lines += ["## Headline metrics", "", to_markdown(head), ""]
+    for r in reports:
+        lines += [f"## {r.task} ({r.kind}, {r.n} samples)", ""]
+        for stem, table in r.tables.items():
+            if stem.endswith("_ced"):
+                continue  # 101 rows: the CSV and the figure show it
+            lines += [f"`{stem}.csv`", "", to_markdown(table), ""]
+        lines += [f"![{name}]({name})" for name in doc["tasks"][r.task]["files"] if name.endswith(".png")]
+        if r.info:
+            lines.append("- " + ", ".join(f"{k}: {fmt(v)}" for k, v in r.info.items()))
+        lines += [f"- note: {n}" for n in r.notes]
+        lines.append("")
+    if doc["skipped"]:
+        lines += ["## Skipped tasks", ""] + [f"- {k}: {v}" for k, v in doc["skipped"].items()] + [""]
+    if doc.get("curves"):
+        lines += ["## Training", ""] + [f"![{c}]({c})" for c in doc["curves"]] + [""]
+    lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in doc["definitions"].items()] + [""]
+    return "\n".join(lines)
+
+
+def headline_table(reports: list[TaskReport]) -> pd.DataFrame:
+    """One row per (task, metric): value, the majority-class baseline where one exists, direction."""
+    rows = [(r.task, k, v, r.baselines.get(k, float("nan")), "lower" if k in r.lower_is_better else "higher")
+            for r in reports for k, v in r.metrics.items()]
+    return pd.DataFrame(rows, columns=["task", "metric", "value", "majority baseline", "better"]).set_index("task")

@@ -1,0 +1,206 @@
+"""One report per task from the arrays ``Task.collect`` gathered: headline metrics, tables, figures.
+
+Every number comes from :mod:`facemtl.metrics` (definitions in docs/reports.md):
+
+- attributes (``attributes``, ``smile``, ``attr:X``): accuracy, balanced accuracy, F1, precision,
+  recall per attribute and their unweighted means, beside the majority-class baseline;
+- landmarks: NME normalised by the inter-ocular distance (between the two eye landmarks, i.e.
+  eye centres), failure rate at NME > 0.10, the CED curve and its AUC up to 0.10, per-point error;
+- detection (crops): ROC AUC and average precision of face / non-face, accuracy at 0.5, IoU of
+  the regressed boxes of faces (mean, and the fraction with IoU >= 0.5);
+- identity: verification on balanced genuine / impostor pairs: ROC, AUC, EER, TAR at FAR 1e-3 and 1e-2;
+- expression and pose: accuracy, macro recall, per-class recall, confusion matrix (pose also the
+  yaw error in degrees when the head regresses it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facemtl.data import schema
+from facemtl.metrics import (
+    attribute_table, average_precision, box_iou_xywh, ced_auc, ced_curve, failure_rate, multiclass_metrics, nme,
+    roc_auc, verification_from_embeddings,
+)
+from facemtl.metrics import plots
+from facemtl.metrics.verification import roc_curve
+
+log = logging.getLogger(__name__)
+
+NME_NORM = "inter_ocular"
+FAIL_AT = 0.10
+FARS = (1e-3, 1e-2)
+
+
+@dataclass
+class TaskReport:
+    """What one task contributes to an evaluation report."""
+
+    task: str
+    kind: str
+    n: int
+    metrics: dict[str, float]
+    #: file stem -> table written as ``<stem>.csv`` (the first one is shown in the summary)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: file name -> function writing that PNG
+    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: metrics that are lower-is-better
+    lower_is_better: tuple[str, ...] = ()
+    #: metric -> the same metric of the majority-class predictor (attributes)
+    baselines: dict[str, float] = field(default_factory=dict)
+    #: counts and flags that are not metrics (faces, pairs, identities, ...)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def kind_of(task: Any) -> str:
+    from facemtl.tasks.kinds import AttributesTask, ClassTask, DetectionTask, IdentityTask, LandmarksTask
+
+    for cls, kind in ((AttributesTask, "attributes"), (LandmarksTask, "landmarks"), (DetectionTask, "detection"),
+                      (IdentityTask, "identity"), (ClassTask, "classes")):
+        if isinstance(task, cls):
+            return kind
+    raise ValueError(f"no report for task '{task.name}' of type {type(task).__name__}.")
+
+
+def task_report(task: Any, c: dict[str, np.ndarray], stem: str, max_pairs: int = 6000) -> TaskReport | str:
+    """The report of ``task`` from its collected arrays, or a string saying why there is none."""
+    kind = kind_of(task)
+    fn = {"attributes": _attributes, "landmarks": _landmarks, "detection": _detection, "identity": _identity,
+          "classes": _classes}[kind]
+    kwargs = {"max_pairs": max_pairs} if kind == "identity" else {}
+    return fn(task, c, stem, **kwargs)
+
+
+# -- attributes -----------------------------------------------------------------------------------
+def _attributes(task, c, stem: str) -> TaskReport | str:
+    prob, target = c["prob"], c["target"]
+    if not (target >= 0).any():
+        return "no known attribute label"
+    table = attribute_table(task.names, prob, target)
+    mean = table.loc["mean"]
+    metrics = {k: float(mean[k]) for k in ("accuracy", "balanced_accuracy", "f1", "precision", "recall")}
+    baselines = {"accuracy": float(mean["majority_accuracy"]), "balanced_accuracy": float(mean["majority_balanced_accuracy"])}
+    info = {"attributes_scored": int((table.drop(index="mean")["support"] > 0).sum()), "attributes": len(task.names)}
+    rep = TaskReport(task.name, "attributes", int((target >= 0).any(1).sum()), metrics, {stem: table},
+                     baselines=baselines, info=info)
+    per = table.drop(index="mean")
+    per = per[per["support"] > 0]
+    if len(per) > 1:
+        rep.figures[f"{stem}_balanced_accuracy.png"] = lambda p: plots.plot_bars(
+            per, "balanced_accuracy", None, p, title=f"{task.name}: balanced accuracy per attribute (0.5 = majority class)")
+    return rep
+
+
+# -- landmarks ------------------------------------------------------------------------------------
+def _landmarks(task, c, stem: str) -> TaskReport | str:
+    pred = np.asarray(c["pred"], np.float64).reshape(-1, 5, 2)
+    target = np.asarray(c["target"], np.float64).reshape(-1, 5, 2)
+    iod = np.linalg.norm(target[:, 0] - target[:, 1], axis=1)
+    ok = np.isfinite(target).all((1, 2)) & (iod > 0)
+    if not ok.any():
+        return "no landmark label with distinct eye points"
+    notes = [] if ok.all() else [f"{int((~ok).sum())} faces with coincident eye landmarks left out (inter-ocular distance 0)"]
+    pred, target, iod = pred[ok], target[ok], iod[ok]
+    errors = nme(pred, target, NME_NORM)
+    thr, frac = ced_curve(errors, FAIL_AT, steps=101)
+    metrics = {
+        "nme": float(errors.mean()), "nme_median": float(np.median(errors)),
+        "failure_rate": failure_rate(errors, FAIL_AT), "ced_auc": ced_auc(errors, FAIL_AT),
+    }
+    per_point = np.linalg.norm(pred - target, axis=2) / iod[:, None]  # (N, 5)
+    table = pd.DataFrame(
+        {"nme": per_point.mean(0), "median": np.median(per_point, 0), "failure_rate": (per_point > FAIL_AT).mean(0)},
+        index=pd.Index(schema.LANDMARK_NAMES, name="landmark"),
+    )
+    table.loc["all (NME)"] = [errors.mean(), np.median(errors), (errors > FAIL_AT).mean()]
+    ced = pd.DataFrame({"nme_threshold": thr, "fraction": frac})
+    rep = TaskReport(task.name, "landmarks", len(errors), metrics, {stem: table, f"{stem}_ced": ced}, notes=notes,
+                     lower_is_better=("nme", "nme_median", "failure_rate"))
+    rep.figures[f"{stem}_ced.png"] = lambda p: plots.plot_ced(
+        {task.name: (thr, frac)}, p, title=f"CED of {task.name} (NME / inter-ocular distance)")
+    return rep
+
+
+# -- detection ------------------------------------------------------------------------------------
+def _detection(task, c, stem: str) -> TaskReport | str:
+    known = c["face"] >= 0
+    if not known.any():
+        return "no face / non-face label"
+    score, face = c["score"][known], c["face"][known] == 1
+    metrics: dict[str, float] = {"accuracy": float(((score >= 0.5) == face).mean())}
+    notes = []
+    figures: dict[str, Callable[[Path], None]] = {}
+    if face.any() and (~face).any():
+        metrics["roc_auc"] = roc_auc(score, face)
+        metrics["average_precision"] = average_precision(score, face)
+        fpr, tpr, _ = roc_curve(score, face)
+        figures[f"{stem}_roc.png"] = lambda p: plots.plot_roc({"face vs non-face": (fpr, tpr)}, p, title=f"{task.name}: face / non-face ROC")
+    else:
+        notes.append("ROC AUC and AP need faces and non-faces; this split has only " + ("faces" if face.any() else "non-faces"))
+    has_box = (c["face"] == 1) & np.isfinite(c["box"]).all(1)
+    if has_box.any():
+        iou = box_iou_xywh(c["box_pred"][has_box], c["box"][has_box])
+        metrics["box_iou"] = float(iou.mean())
+        metrics["box_iou_at_0.5"] = float((iou >= 0.5).mean())
+    info = {"faces": int(face.sum()), "non_faces": int((~face).sum())}
+    table = pd.DataFrame([{**metrics, **info}], index=pd.Index([task.name], name="task"))
+    return TaskReport(task.name, "detection", int(known.sum()), metrics, {stem: table}, figures, notes, info=info)
+
+
+# -- identity -------------------------------------------------------------------------------------
+def _identity(task, c, stem: str, max_pairs: int = 6000) -> TaskReport | str:
+    emb, ids = c["embedding"], c["target"]
+    if len(np.unique(ids)) < 2:
+        return "fewer than 2 identities in the split"
+    try:
+        v = verification_from_embeddings(emb, ids, max_pairs=max_pairs, seed=0)
+    except ValueError as e:  # every identity seen once: no genuine pair
+        return f"no verification pairs ({e})"
+    fpr, tpr, _ = v["roc"]
+    n_pairs = 2 * min(max_pairs // 2, _pair_counts(ids))
+    metrics = {"verification_auc": v["auc"], "eer": v["eer"]}
+    for far in FARS:
+        metrics[f"tar_at_far_{far:g}"] = v["tar_at_far"][far]
+    info = {"pairs": n_pairs, "identities": int(len(np.unique(ids)))}
+    notes = []
+    if n_pairs // 2 < 1000:
+        notes.append(f"only {n_pairs // 2} impostor pairs: TAR at FAR 1e-3 rests on fewer than one false accept")
+    table = pd.DataFrame([{**metrics, **info}], index=pd.Index([task.name], name="task"))
+    rep = TaskReport(task.name, "identity", len(ids), metrics, {stem: table}, notes=notes, lower_is_better=("eer",), info=info)
+    rep.figures[f"{stem}_roc.png"] = lambda p: plots.plot_roc({"verification": (fpr, tpr)}, p, title=f"{task.name}: verification ROC", log_fpr=True)
+    return rep
+
+
+def _pair_counts(ids: np.ndarray) -> int:
+    _, counts = np.unique(ids, return_counts=True)
+    gen = int((counts * (counts - 1) // 2).sum())
+    imp = len(ids) * (len(ids) - 1) // 2 - gen
+    return min(gen, imp)
+
+
+# -- expression and pose classes ------------------------------------------------------------------
+def _classes(task, c, stem: str) -> TaskReport | str:
+    if not len(c["target"]):
+        return "no class label"
+    names = schema.POSE_CLASS_NAMES if task.label_key == "pose_class" else (
+        schema.EXPRESSION_NAMES if task.label_key == "expression" else tuple(str(i) for i in range(task.out_dim)))
+    m = multiclass_metrics(c["pred"], c["target"], task.out_dim)
+    metrics = {"accuracy": m["accuracy"], "macro_recall": m["macro_recall"]}
+    lower: tuple[str, ...] = ()
+    if "yaw" in c and len(c["yaw"]):
+        metrics["yaw_mae_deg"] = float(np.abs(c["yaw_pred"] - c["yaw"]).mean())
+        lower = ("yaw_mae_deg",)
+    table = pd.DataFrame({"recall": m["per_class_recall"], "support": m["support"]}, index=pd.Index(names, name="class"))
+    confusion = pd.DataFrame(m["confusion"], index=pd.Index(names, name="true"), columns=list(names))
+    rep = TaskReport(task.name, "classes", int(m["support"].sum()), metrics, {stem: table, f"{stem}_confusion": confusion},
+                     lower_is_better=lower)
+    rep.figures[f"{stem}_confusion.png"] = lambda p: plots.plot_confusion(m["confusion"], names, p, title=f"{task.name}: confusion matrix")
+    return rep

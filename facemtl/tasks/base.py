@@ -1,0 +1,93 @@
+"""The :class:`Task` unit: target spec in the cache, head, masked loss, quick metrics.
+
+A task knows which label of the cache it reads (``label_key``), how to build its head on top
+of the shared features, how to compute a loss that ignores samples without a label (returning
+``None`` when the batch has no labelled sample at all, so the task contributes nothing), and how
+to turn accumulated outputs into validation metrics. Models never compute losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What tasks need to know about the data; saved in checkpoints so models rebuild without it."""
+
+    attribute_names: tuple[str, ...] = ()
+    num_identities: int = 0
+    labels: tuple[str, ...] = ()  # label keys with at least one known value
+
+    @classmethod
+    def from_cache(cls, cache) -> "DataInfo":
+        ids = cache.labels.get("identity")
+        n_ids = int(ids.max()) + 1 if ids is not None and ids.size and ids.max() >= 0 else 0
+        present = tuple(k for k in cache.labels if cache.has_label(k).any())
+        return cls(tuple(cache.attribute_names), n_ids, present)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attribute_names": list(self.attribute_names), "num_identities": self.num_identities, "labels": list(self.labels)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataInfo":
+        return cls(tuple(d["attribute_names"]), int(d["num_identities"]), tuple(d["labels"]))
+
+
+def linear_head(in_features: int, out_dim: int, hidden: int = 0) -> nn.Module:
+    if hidden:
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+    return nn.Linear(in_features, out_dim)
+
+
+@dataclass
+class Task:
+    """Base class. Subclasses fill the fields and override :meth:`loss` and :meth:`metrics`."""
+
+    name: str
+    label_key: str
+    out_dim: int
+    higher_is_better: bool = True
+    primary_metric: str = "accuracy"
+    hidden: int = 0  # 0: linear head; >0: one hidden layer of this width
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # -- model side ----------------------------------------------------------------------------
+    def build_head(self, in_features: int) -> nn.Module:
+        return linear_head(in_features, self.out_dim, self.hidden)
+
+    def build_criterion(self) -> nn.Module | None:
+        """Learnable parts of the loss that are not part of the deployed network (centre-loss centres)."""
+        return None
+
+    # -- loss ----------------------------------------------------------------------------------
+    def mask(self, batch: dict[str, Tensor]) -> Tensor:
+        """Boolean (B,) of samples labelled for this task."""
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, batch: dict[str, Tensor], criterion: nn.Module | None = None) -> Tensor:
+        """Mean loss over the labelled samples (0 when none: the engine skips a task whose
+        ``batch["present"][label_key]`` count, computed on the CPU by the loader, is 0)."""
+        raise NotImplementedError
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def collect(self, output: Tensor, batch: dict[str, Tensor]) -> dict[str, np.ndarray]:
+        """Per-sample arrays kept for metrics (predictions and targets of labelled samples)."""
+        raise NotImplementedError
+
+    def metrics(self, collected: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({type(self).__name__}, {self.out_dim} outputs)"
+
+
+def masked_mean(per: Tensor, known: Tensor) -> Tensor:
+    """Mean of ``per`` over entries where ``known``; 0 (with a graph) when nothing is known. No host sync."""
+    known = known.to(per.dtype)
+    return (per * known).sum() / known.sum().clamp(min=1.0)

@@ -1,0 +1,295 @@
+"""The concrete tasks: detection, landmarks, attributes (all or one), identity, expression, pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from facemtl.data import schema
+from facemtl.tasks.base import Task, masked_mean
+
+
+def _np(x: Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def _binary_metrics(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy and F1 of thresholded probabilities, averaged over columns.
+
+    ``prob``/``target`` are (N, K); target -1 marks unknown entries. Exact definitions live in
+    :mod:`facemtl.metrics`; this is the quick version used for validation during training."""
+    known = target >= 0
+    pred = prob >= 0.5
+    pos = target == 1
+    acc, bacc, f1 = [], [], []
+    for k in range(target.shape[1]):
+        m = known[:, k]
+        if not m.any():
+            continue
+        p, t = pred[m, k], pos[m, k]
+        acc.append((p == t).mean())
+        tpr = (p & t).sum() / max(t.sum(), 1)
+        tnr = (~p & ~t).sum() / max((~t).sum(), 1)
+        bacc.append((tpr + tnr) / 2 if t.any() and (~t).any() else (p == t).mean())
+        denom = 2 * (p & t).sum() + (p & ~t).sum() + (~p & t).sum()
+        f1.append(2 * (p & t).sum() / denom if denom else 1.0)
+    if not acc:
+        return {}
+    return {"accuracy": float(np.mean(acc)), "balanced_accuracy": float(np.mean(bacc)), "f1": float(np.mean(f1))}
+
+
+@dataclass
+class AttributesTask(Task):
+    """Several binary attributes, one logit each, binary cross-entropy over the known entries."""
+
+    columns: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def mask(self, batch):
+        return (batch["attributes"][:, list(self.columns)] >= 0).any(1)
+
+    def per_output_losses(self, output: Tensor, batch) -> Tensor:
+        """(K,) mean BCE of each attribute over its known entries (used by per-attribute weighting)."""
+        target = batch["attributes"][:, list(self.columns)]
+        known = (target >= 0).to(output.dtype)
+        per = F.binary_cross_entropy_with_logits(output.float(), target.float().clamp(min=0), reduction="none")
+        return (per * known).sum(0) / known.sum(0).clamp(min=1.0)
+
+    def loss(self, output, batch, criterion=None):
+        target = batch["attributes"][:, list(self.columns)]
+        per = F.binary_cross_entropy_with_logits(output.float(), target.float().clamp(min=0), reduction="none")
+        return masked_mean(per, target >= 0)
+
+    def collect(self, output, batch):
+        return {"prob": _np(torch.sigmoid(output.float())), "target": batch["attributes"][:, list(self.columns)].cpu().numpy()}
+
+    def metrics(self, c):
+        return _binary_metrics(c["prob"], c["target"])
+
+
+class Affine(nn.Module):
+    """``shift + scale * x``: heads regress normalised coordinates in well-scaled units
+    (mean 0.5, spread 0.25) while the model's outputs stay in [0, 1] image coordinates."""
+
+    def __init__(self, scale: float = 0.25, shift: float = 0.5):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+
+COORD_SCALE = 0.25
+
+
+@dataclass
+class LandmarksTask(Task):
+    """5 landmarks regressed as 10 numbers in [0, 1] image coordinates (x1, y1, ..., x5, y5).
+
+    Loss: squared error (``loss=l2``, TCDCN/MCFA's Euclidean loss) or smooth-L1, averaged over the
+    10 coordinates and measured in units of :data:`COORD_SCALE` of the image. Metric: NME,
+    mean point-to-point error divided by the inter-ocular distance (between the two eye
+    landmarks, i.e. eye centres), and the failure rate (NME > 0.10)."""
+
+    def build_head(self, in_features):
+        from facemtl.tasks.base import linear_head
+
+        return nn.Sequential(linear_head(in_features, self.out_dim, self.hidden), Affine(COORD_SCALE, 0.5))
+
+    def mask(self, batch):
+        return torch.isfinite(batch["landmarks"]).flatten(1).all(1)
+
+    def loss(self, output, batch, criterion=None):
+        target = batch["landmarks"].flatten(1)
+        known = torch.isfinite(target).all(1)
+        diff = (output.float() - torch.nan_to_num(target)) / COORD_SCALE
+        if self.options.get("loss", "l2") == "smooth_l1":
+            per = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=0.1).mean(1)
+        else:
+            per = (diff**2).mean(1)
+        return masked_mean(per, known)
+
+    def collect(self, output, batch):
+        m = _np(self.mask(batch)).astype(bool)
+        return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m]}
+
+    def metrics(self, c):
+        if not len(c["target"]):
+            return {}
+        pred, tgt = c["pred"], c["target"]
+        iod = np.linalg.norm(tgt[:, 0] - tgt[:, 1], axis=1).clip(min=1e-6)
+        nme = np.linalg.norm(pred - tgt, axis=2).mean(1) / iod
+        return {"nme": float(nme.mean()), "failure_rate": float((nme > 0.10).mean())}
+
+
+@dataclass
+class DetectionTask(Task):
+    """Face / non-face logit plus box regression (x, y, w, h in [0, 1]) on faces with a box.
+
+    Loss = BCE(face) + ``bbox_weight`` * squared error of the box (MTCNN/MCFA's Euclidean loss),
+    averaged over the 4 numbers in units of :data:`COORD_SCALE`. The head's outputs are the raw
+    logit and the box in [0, 1] image coordinates."""
+
+    def build_head(self, in_features):
+        from facemtl.tasks.base import linear_head
+
+        return nn.Sequential(linear_head(in_features, self.out_dim, self.hidden), _DetectionOut())
+
+    def mask(self, batch):
+        return batch["face"] >= 0
+
+    def loss(self, output, batch, criterion=None):
+        face = batch["face"]
+        cls = masked_mean(
+            F.binary_cross_entropy_with_logits(output[:, 0].float(), face.float().clamp(min=0), reduction="none"), face >= 0
+        )
+        box = batch["bbox"]
+        has_box = torch.isfinite(box).all(1) & (face == 1)
+        reg = masked_mean((((output[:, 1:5].float() - torch.nan_to_num(box)) / COORD_SCALE) ** 2).mean(1), has_box)
+        return cls + float(self.options.get("bbox_weight", 1.0)) * reg
+
+    def collect(self, output, batch):
+        return {
+            "score": _np(torch.sigmoid(output[:, 0].float())), "face": batch["face"].cpu().numpy(),
+            "box_pred": _np(output[:, 1:5]), "box": _np(batch["bbox"]),
+        }
+
+    def metrics(self, c):
+        from facemtl.metrics.detection import box_iou_xywh
+
+        known = c["face"] >= 0
+        out: dict[str, float] = {}
+        if known.any():
+            out["accuracy"] = float(((c["score"][known] >= 0.5) == (c["face"][known] == 1)).mean())
+        has_box = (c["face"] == 1) & np.isfinite(c["box"]).all(1)
+        if has_box.any():
+            out["box_iou"] = float(box_iou_xywh(c["box_pred"][has_box], c["box"][has_box]).mean())
+        return out
+
+
+class _DetectionOut(nn.Module):
+    """Keep column 0 (face logit) as is; map columns 1:5 to box coordinates (see :class:`Affine`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x[:, :1], x[:, 1:] * COORD_SCALE + 0.5], dim=1)
+
+
+@dataclass
+class ClassTask(Task):
+    """A single-label classification over ``out_dim`` classes (expression, pose class)."""
+
+    def mask(self, batch):
+        return batch[self.label_key] >= 0
+
+    def loss(self, output, batch, criterion=None):
+        y = batch[self.label_key].long()
+        known = y >= 0
+        per = F.cross_entropy(output[:, : self.out_dim].float(), y.clamp(min=0), reduction="none")
+        return masked_mean(per, known)
+
+    def collect(self, output, batch):
+        y = batch[self.label_key].cpu().numpy()
+        m = y >= 0
+        return {"pred": _np(output[:, : self.out_dim]).argmax(1)[m], "target": y[m]}
+
+    def metrics(self, c):
+        if not len(c["target"]):
+            return {}
+        return {"accuracy": float((c["pred"] == c["target"]).mean())}
+
+
+@dataclass
+class PoseTask(ClassTask):
+    """TCDCN's 5 head-pose classes plus (``yaw=True``) yaw regression in units of 90 degrees."""
+
+    def loss(self, output, batch, criterion=None):
+        cls = super().loss(output, batch)
+        if self.out_dim_total() == self.out_dim:
+            return cls
+        yaw = batch["pose"][:, 0] / 90.0
+        known = torch.isfinite(yaw)
+        return cls + masked_mean((output[:, self.out_dim].float() - torch.nan_to_num(yaw)) ** 2, known)
+
+    def out_dim_total(self) -> int:
+        return self.out_dim + (1 if self.options.get("yaw", True) else 0)
+
+    def build_head(self, in_features):
+        from facemtl.tasks.base import linear_head
+
+        return linear_head(in_features, self.out_dim_total(), self.hidden)
+
+    def collect(self, output, batch):
+        c = super().collect(output, batch)
+        if self.out_dim_total() > self.out_dim:
+            yaw = _np(batch["pose"][:, 0])
+            m = np.isfinite(yaw)
+            c["yaw_pred"], c["yaw"] = _np(output[:, self.out_dim])[m] * 90.0, yaw[m]
+        return c
+
+    def metrics(self, c):
+        out = super().metrics(c)
+        if "yaw" in c and len(c["yaw"]):
+            out["yaw_mae"] = float(np.abs(c["yaw_pred"] - c["yaw"]).mean())
+        return out
+
+
+class CentreLossCriterion(nn.Module):
+    """Softmax classifier over identities + learnable class centres for the centre loss (Wen et al. 2016)."""
+
+    def __init__(self, embedding_dim: int, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.centres = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+
+
+@dataclass
+class IdentityTask(Task):
+    """Seed 003's face-recognition branch: the head is a bottleneck embedding; the loss is softmax
+    cross-entropy over training identities plus ``alpha`` x centre loss on the embedding.
+    The classifier and centres live in :meth:`build_criterion` (not exported with the network)."""
+
+    num_classes: int = 0
+
+    def build_head(self, in_features):
+        return nn.Sequential(nn.Linear(in_features, self.out_dim), nn.BatchNorm1d(self.out_dim))
+
+    def build_criterion(self):
+        return CentreLossCriterion(self.out_dim, self.num_classes)
+
+    def mask(self, batch):
+        y = batch["identity"]
+        return (y >= 0) & (y < self.num_classes)
+
+    def loss(self, output, batch, criterion=None):
+        assert criterion is not None, "identity task needs its criterion module"
+        y = batch["identity"].long()
+        known = (y >= 0) & (y < self.num_classes)
+        y0 = torch.where(known, y, torch.zeros_like(y))
+        emb = output.float()
+        ce = F.cross_entropy(criterion.classifier(emb), y0, reduction="none")
+        centre = 0.5 * ((emb - criterion.centres[y0]) ** 2).sum(1)
+        alpha = float(self.options.get("alpha", 0.01))
+        return masked_mean(ce + alpha * centre, known)
+
+    def collect(self, output, batch):
+        y = batch["identity"].cpu().numpy()
+        m = y >= 0
+        return {"embedding": _np(output)[m], "target": y[m]}
+
+    def metrics(self, c):
+        from facemtl.metrics.verification import verification_from_embeddings
+
+        if len(np.unique(c.get("target", []))) < 2:
+            return {}
+        try:
+            v = verification_from_embeddings(c["embedding"], c["target"], max_pairs=4000, seed=0)
+        except ValueError:  # e.g. every identity seen once: no genuine pair to score
+            return {}
+        return {"verification_auc": v["auc"], "eer": v["eer"]}
+
+
+ALIASES = {"gender": "Male", "glasses": "Eyeglasses", "smile": "Smiling"}

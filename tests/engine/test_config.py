@@ -1,0 +1,69 @@
+"""Configs, recipes and schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from facemtl.engine.config import RunConfig, apply_overrides, load_recipe, recipe_names, to_toml
+from facemtl.engine.schedules import lr_multiplier
+from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
+
+SEED_RECIPES = {"mcfa", "tcdcn", "dynamic-fr-fer", "gender-glasses", "celeba40", "default"}
+
+
+def test_recipes_listed_and_parse():
+    assert SEED_RECIPES <= set(recipe_names())
+    for name in recipe_names():
+        cfg = load_recipe(name)
+        assert cfg.name == name and cfg.written_for and cfg.description
+
+
+def test_unknown_recipe_lists_valid():
+    with pytest.raises(UnknownNameError, match="tcdcn"):
+        load_recipe("nope")
+    with pytest.raises(MissingFileError):
+        load_recipe("missing.toml")
+
+
+def test_overrides_and_toml_round_trip(tmp_path):
+    cfg = apply_overrides(load_recipe("tcdcn"), {"train.epochs": "3", "tasks.names": ["landmarks", "smile"], "train.lr": None})
+    assert cfg.train.epochs == 3 and cfg.tasks.names == ("landmarks", "smile")
+    assert cfg.train.lr == load_recipe("tcdcn").train.lr
+    p = tmp_path / "r.toml"
+    p.write_text(to_toml(cfg))
+    assert load_recipe(str(p)) == cfg
+
+
+def test_bad_keys_and_types():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        apply_overrides(RunConfig(), {"train.epoch": 3})
+    with pytest.raises(ConfigError, match="must be int"):
+        apply_overrides(RunConfig(), {"train.epochs": "three"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        RunConfig.from_dict({"trian": {}})
+
+
+def test_digest_tracks_network_shape_only():
+    a = RunConfig()
+    assert a.digest() == apply_overrides(a, {"train.epochs": 99}).digest()
+    assert a.digest() != apply_overrides(a, {"model.backbone": "tcdcn"}).digest()
+    assert a.digest() != apply_overrides(a, {"tasks.names": ["landmarks"]}).digest()
+
+
+def test_schedules():
+    kw = dict(total_steps=100, warmup_steps=0, step_size=2, gamma=0.5)
+    assert lr_multiplier("cosine", epoch=0, step=0, **kw) == pytest.approx(1.0)
+    assert lr_multiplier("cosine", epoch=0, step=50, **kw) == pytest.approx(0.5)
+    assert lr_multiplier("cosine", epoch=0, step=100, **kw) == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier("step", epoch=5, step=0, **kw) == pytest.approx(0.25)  # 0.5 ** (5 // 2)
+    # seed 004: L_i = L_{i-1} (1 - 1/(i+1)) -> base / (e + 1)
+    lr = 1.0
+    for e in range(1, 6):
+        lr *= 1 - 1 / (e + 1)
+        assert lr_multiplier("seed004", epoch=e, step=0, **kw) == pytest.approx(lr)
+    assert lr_multiplier("constant", epoch=3, step=7, total_steps=10, warmup_steps=10) == pytest.approx(0.8)
+    with pytest.raises(UnknownNameError):
+        lr_multiplier("linear", epoch=0, step=0, total_steps=1)
+    assert math.isclose(lr_multiplier("seed004", epoch=0, step=0, **kw), 1.0)

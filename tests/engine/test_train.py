@@ -1,0 +1,163 @@
+"""The training engine end to end on SynthFaces: recipes learn, resume is exact, bad input fails clearly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from facemtl.engine.config import apply_overrides, load_recipe
+from facemtl.engine.trainer import Callbacks, train
+from facemtl.errors import CheckpointError, ConfigError, TrainingDiverged, UnknownNameError
+
+
+def quick(recipe, cache, out, **over):
+    base = {"data.path": str(cache), "out": str(out), "train.device": "cpu", "train.batch_size": 32, "train.epochs": 2}
+    base.update(over)
+    return apply_overrides(load_recipe(recipe), base)
+
+
+def chance(cache_path) -> dict[str, float]:
+    """What a network that ignores the image scores on the val split: the mean training face for
+    landmarks (its NME), the majority class for classification tasks."""
+    from facemtl.data import schema
+    from facemtl.data.cache import FaceCache
+    from facemtl.metrics.landmarks import nme
+
+    c = FaceCache(cache_path)
+    tr, va = c.indices("train"), c.indices("val")
+    lm = c.labels["landmarks"]
+    tr_l, va_l = tr[np.isfinite(lm[tr]).all((1, 2))], va[np.isfinite(lm[va]).all((1, 2))]
+    mean_face = np.broadcast_to(lm[tr_l].mean(0), lm[va_l].shape)
+    out = {"landmarks_nme": float(nme(mean_face, lm[va_l]).mean())}
+    for key in ("expression", "pose_class", "face"):
+        y = c.labels[key][va]
+        y = y[y >= 0]
+        out[key] = float(np.bincount(y).max() / len(y))
+    return out
+
+
+def beats(m, ch, *names):
+    ok = {
+        "landmarks": lambda: m["landmarks"]["nme"] < 0.85 * ch["landmarks_nme"],
+        "detection": lambda: m["detection"]["accuracy"] > ch["face"] + 0.03,
+        "expression": lambda: m["expression"]["accuracy"] > ch["expression"] + 0.05,
+        "pose": lambda: m["pose"]["accuracy"] > ch["pose_class"] + 0.05,
+        "identity": lambda: m["identity"]["verification_auc"] > 0.6,
+    }
+    return all(ok[n]() for n in names)
+
+
+def mean_bacc(m, names):
+    return float(np.mean([m[n]["balanced_accuracy"] for n in names]))
+
+
+# Each recipe on a small SynthFaces set for a few epochs must beat chance clearly on its tasks.
+RECIPE_CHECKS = {
+    "default": ({"model.input_size": 56, "train.epochs": 3},
+                lambda m, ch: beats(m, ch, "landmarks", "detection") and m["attributes"]["balanced_accuracy"] > 0.55),
+    "tcdcn": ({"train.epochs": 4}, lambda m, ch: beats(m, ch, "landmarks") and mean_bacc(m, ["gender", "smile"]) > 0.6),
+    "gender-glasses": ({"train.epochs": 3}, lambda m, ch: mean_bacc(m, ["gender"]) > 0.6),
+    "dynamic-fr-fer": ({"model.input_size": 56, "train.epochs": 3}, lambda m, ch: beats(m, ch, "expression", "identity")),
+    "celeba40": ({"model.input_size": 56, "train.epochs": 2, "train.lr": 0.002, "train.batch_size": 64},
+                 lambda m, ch: mean_bacc(m, [k for k in m if k.startswith("attr:")]) > 0.55),
+    "mcfa": ({"model.options": {"width": 0.0625}, "train.epochs": 2, "train.lr": 0.003, "train.optimizer": "adamw", "train.max_steps_per_epoch": 12},
+             lambda m, ch: beats(m, ch, "detection")),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPE_CHECKS))
+def test_recipe_learns(recipe, synth_cache, tmp_path):
+    over, check = RECIPE_CHECKS[recipe]
+    res = train(quick(recipe, synth_cache, tmp_path / recipe, **over))
+    hist = pd.DataFrame(res.history)
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0], "training loss must fall"
+    ch = chance(synth_cache)
+    assert check(res.val_metrics, ch), (res.val_metrics, ch)
+    for f in ("config.toml", "metrics.csv", "weights.csv", "best.pt", "last.pt"):
+        assert (tmp_path / recipe / f).exists()
+
+
+class StopAt(Callbacks):
+    def __init__(self, epoch, step):
+        self.at = (epoch, step)
+
+    def on_step(self, *, epoch, step, losses, weights):
+        if (epoch, step) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("weighting", ["ew", "uw"])
+def test_resume_reproduces_uninterrupted_run(synth_cache, tmp_path, weighting):
+    over = {"tasks.names": ["landmarks", "smile", "pose"], "model.input_size": 56, "train.epochs": 2,
+            "train.max_steps_per_epoch": 8, "weighting.name": weighting, "weighting.options": {}}
+    full = train(quick("default", synth_cache, tmp_path / "full", **over))
+    cfg = quick("default", synth_cache, tmp_path / "cut", **over)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=StopAt(epoch=1, step=3))
+    resumed = train(cfg, resume=True)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
+    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-6)
+    wa, wb = pd.read_csv(tmp_path / "full" / "weights.csv"), pd.read_csv(tmp_path / "cut" / "weights.csv")
+    assert len(wa) == len(wb) and np.allclose(wa.filter(like="weight/").values, wb.filter(like="weight/").values)
+
+
+def test_resume_refuses_other_configuration(synth_cache, tmp_path):
+    over = {"tasks.names": ["landmarks"], "model.input_size": 56, "train.epochs": 1, "train.max_steps_per_epoch": 2}
+    train(quick("default", synth_cache, tmp_path / "r", **over))
+    other = quick("default", synth_cache, tmp_path / "r", **{**over, "tasks.names": ["landmarks", "smile"], "train.epochs": 2})
+    with pytest.raises(CheckpointError, match="tasks"):
+        train(other, resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(quick("default", synth_cache, tmp_path / "r", **over))
+
+
+@pytest.mark.parametrize("over, err, match", [
+    ({"tasks.names": ["landmarks", "wings"]}, UnknownNameError, "Valid task names"),
+    ({"model.backbone": "alexnet"}, UnknownNameError, "resnet18"),
+    ({"weighting.name": "magic"}, UnknownNameError, "pcgrad"),
+    ({"tasks.names": ["attr:Wearing_Necktie"]}, ConfigError, "does not have"),
+    ({"model.backbone": "resnet18", "model.input_size": 8}, ConfigError, "size"),
+    ({"train.optimizer": "lbfgs"}, ConfigError, "adamw"),
+])
+def test_bad_configuration(synth_cache, tmp_path, over, err, match):
+    with pytest.raises(err, match=match):
+        train(quick("default", synth_cache, tmp_path / "bad", **over))
+
+
+def test_cache_without_labels_for_a_task(tmp_path):
+    from tests.conftest import write_toy_cache
+
+    cache = write_toy_cache(tmp_path / "toy.h5", n=64, sizes=(56,))
+    with pytest.raises(ConfigError, match="expression"):
+        train(quick("default", cache, tmp_path / "x", **{"tasks.names": ["landmarks", "expression"]}))
+
+
+def test_nan_loss_stops_with_task_and_step(synth_cache, tmp_path):
+    cfg = quick("default", synth_cache, tmp_path / "nan", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.lr": 1e6,
+                                                            "train.optimizer": "sgd", "train.momentum": 0.0, "train.epochs": 3})
+    with pytest.raises(TrainingDiverged, match=r"task '(landmarks|smile)'.*step \d+"):
+        train(cfg)
+
+
+def test_early_stopping(synth_cache, tmp_path):
+    cfg = quick("default", synth_cache, tmp_path / "es", **{"tasks.names": ["smile"], "model.input_size": 56, "train.epochs": 20,
+                                                           "train.patience": 1, "train.lr": 0.05, "train.max_steps_per_epoch": 4,
+                                                           "train.schedule": "constant"})
+    res = train(cfg)
+    assert res.stopped_early and len(res.history) < 20
+    best = min(r["val_loss"] for r in res.history)
+    assert math.isclose(res.history[res.best_epoch - 1]["val_loss"], best)
+
+
+def test_bf16_autocast_on_cpu(synth_cache, tmp_path):
+    cfg = quick("default", synth_cache, tmp_path / "amp", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56,
+                                                            "train.amp": "bf16", "train.epochs": 1, "train.max_steps_per_epoch": 6})
+    res = train(cfg)
+    assert math.isfinite(res.history[-1]["train_loss"])
