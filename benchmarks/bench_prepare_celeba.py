@@ -80,6 +80,12 @@ class MultiSize:
         return tuple(F.pil_to_tensor(F.resized_crop(img, top, left, side, side, [s, s], antialias=True)) for s in self.sizes)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (pool / DataLoader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def time_torchvision(root: Path, sizes: tuple[int, ...], workers: int) -> tuple[float, int]:
     import torch
     from torchvision.datasets import CelebA
@@ -89,8 +95,10 @@ def time_torchvision(root: Path, sizes: tuple[int, ...], workers: int) -> tuple[
     ds = CelebA(str(root), split="all", target_type=["attr", "identity", "bbox", "landmarks"], transform=MultiSize(sizes), download=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers, shuffle=False)
     n = 0
-    for images, _ in loader:
+    it = iter(loader)
+    for images, _ in it:
         n += len(images[0])
+    del it  # joins the workers, so their CPU time is counted
     return time.perf_counter() - t0, n
 
 
@@ -137,18 +145,22 @@ def main(
     for p in (root / "celeba" / "img_align_celeba").iterdir():  # warm the page cache for both contenders
         p.read_bytes()
     rows = []
+    load0 = f"{os.getloadavg()[0]:.1f}"
     for w in (int(x) for x in workers.split(",")):
         for name, fn in (("facemtl prepare celeba", lambda w=w: time_facemtl(root, size_t, w, data_dir / "bench.h5")),
                          ("torchvision CelebA + DataLoader", lambda w=w: time_torchvision(root, size_t, w))):
+            c0 = cpu_seconds()
             dt, n = fn()
-            rows.append((name, w, n, dt, n / dt))
-            typer.echo(f"{name:32s} workers={w}: {n} images in {dt:.1f} s = {n / dt:.0f} images/s", err=True)
+            cpu = cpu_seconds() - c0
+            rows.append((name, w, n, dt, n / dt, cpu))
+            typer.echo(f"{name:32s} workers={w}: {n} images in {dt:.1f} s = {n / dt:.0f} images/s ({cpu:.1f} CPU s)", err=True)
     typer.echo(f"\nMachine: {machine()}\n")
     typer.echo(f"{num_images} CelebA-format JPEGs (178x218), sizes {sizes}; data generated in {gen:.0f} s (not timed)\n")
-    typer.echo("| pipeline | workers | images | seconds | images/s |")
-    typer.echo("|---|---:|---:|---:|---:|")
-    for name, w, n, dt, rate in rows:
-        typer.echo(f"| {name} | {w} | {n} | {dt:.1f} | {rate:.0f} |")
+    typer.echo(f"Load average before the runs: {load0}; after: {os.getloadavg()[0]:.1f} (a busy machine makes more workers useless)\n")
+    typer.echo("| pipeline | workers | images | wall s | images/s | CPU s (all processes) | images per CPU s |")
+    typer.echo("|---|---:|---:|---:|---:|---:|---:|")
+    for name, w, n, dt, rate, cpu in rows:
+        typer.echo(f"| {name} | {w} | {n} | {dt:.1f} | {rate:.0f} | {cpu:.1f} | {n / cpu:.0f} |")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ def export(
 ) -> None:
     """Export a trained model with every task head as a named output, plus metadata (model.onnx.json).
 
-    After writing, the exported model (run by ONNX Runtime or TorchScript) and PyTorch are compared
-    on one batch; the largest difference per output is printed and the export fails, writing
-    nothing, when one exceeds the tolerance. MCFA's cascade becomes three files, one per
-    sub-network (see docs/deploy.md). Example: facemtl export runs/default --format onnx --dynamic-batch
+    After writing, the exported model (run by ONNX Runtime or TorchScript) and PyTorch are compared on one batch.
+    The largest difference per output is printed; the export fails, writing nothing, when one exceeds the tolerance.
+    MCFA's cascade becomes three files, one per sub-network (see docs/deploy.md).
+    Example: [cyan]facemtl export runs/default --format onnx --dynamic-batch[/]
     """
     from facemtl.export.exporter import export_checkpoint
 

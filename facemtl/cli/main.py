@@ -40,6 +40,13 @@ from facemtl.cli import export as _export, predict as _predict  # noqa: E402
 app.command("export")(_export.export)
 app.command("predict")(_predict.predict)
 
+from facemtl.cli import ablate as _ablate, correlate as _correlate, evaluate as _evaluate, plot as _plot  # noqa: E402
+
+app.command("evaluate")(_evaluate.evaluate)
+app.command("ablate")(_ablate.ablate)
+app.command("correlate")(_correlate.correlate)
+app.command("plot")(_plot.plot)
+
 
 def main() -> None:
     app()

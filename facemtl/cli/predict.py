@@ -27,20 +27,17 @@ def _cell_class(entry: dict[str, Any] | None, yaw: bool = False) -> str:
     return text + (f" ({entry['yaw']:+.0f}°)" if yaw and "yaw" in entry else "")
 
 
-def _table(results: list[Any]) -> Table:
-    t = Table(show_lines=False)
-    for col in ("image", "face", "box x,y,w,h", "score", "landmarks (x,y)", "attributes", "expression", "pose"):
+def _table(res: Any) -> Table:
+    """One table per image: a row per face."""
+    t = Table(title=f"{res.path} ({res.width}x{res.height}): {len(res.faces)} face(s)", title_justify="left")
+    for col in ("#", "box x y w h", "score", "landmarks x,y", "attributes", "expression", "pose"):
         t.add_column(col, overflow="fold")
-    for res in results:
-        if not res.faces:
-            t.add_row(res.path.name, "-", "no face", "", "", "", "", "")
-        for i, f in enumerate(res.faces):
-            lm = " ".join(f"{x:.0f},{y:.0f}" for x, y in (f.get("landmarks") or {}).values())
-            t.add_row(
-                res.path.name, str(i), " ".join(f"{v:.0f}" for v in f["box"]),
-                "" if f["score"] is None else f"{f['score']:.3f}", lm, _cell_attributes(f),
-                _cell_class(f.get("expression")), _cell_class(f.get("pose"), yaw=True),
-            )
+    for i, f in enumerate(res.faces):
+        lm = " ".join(f"{x:.0f},{y:.0f}" for x, y in (f.get("landmarks") or {}).values())
+        t.add_row(
+            str(i), " ".join(f"{v:.0f}" for v in f["box"]), "" if f["score"] is None else f"{f['score']:.3f}", lm,
+            _cell_attributes(f), _cell_class(f.get("expression")), _cell_class(f.get("pose"), yaw=True),
+        )
     return t
 
 
@@ -51,21 +48,21 @@ def predict(
     aligned: Annotated[bool, typer.Option("--aligned", help="Each image is one aligned face crop: run the model directly.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line per image instead of a table.")] = False,
     draw: Annotated[Optional[Path], typer.Option("--draw", help="Write each image with boxes and landmarks drawn into this folder.")] = None,
-    threshold: Annotated[float, typer.Option(help="Face probability needed to report a face.")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="Face probability needed to report a face (whole photos).")] = 0.9,
     min_face: Annotated[Optional[float], typer.Option(help="Smallest face height searched, pixels (default: max(20, shorter side / 10)).")] = None,
     nms_iou: Annotated[float, typer.Option(help="IoU above which overlapping detections are merged.")] = 0.3,
-    stride: Annotated[float, typer.Option(help="Sliding-window step as a fraction of the window.")] = 0.125,
+    stride: Annotated[float, typer.Option(help="Sliding-window step as a fraction of the window.")] = 0.25,
     scale_step: Annotated[float, typer.Option(help="Ratio between pyramid levels.")] = 1.25,
     max_faces: Annotated[int, typer.Option(help="At most this many faces per image.")] = 20,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: the runtime's).")] = None,
 ) -> None:
     """Find faces and run every task of a model on them.
 
-    On whole photos faces are found first (the detection head over an image pyramid with NMS, or
-    MCFA's cascade), then every task runs on each face; with --aligned each image is one face crop.
-    Works from an exported ONNX model with ONNX Runtime alone, from TorchScript, or from a
-    checkpoint. Images in folders that do not decode are reported and skipped.
-    Example: facemtl predict runs/default/export/model.onnx photos/ --draw out/
+    Whole photos: faces are found first (the detection head over an image pyramid with NMS, or MCFA's cascade), then every task runs on each face.
+    [bold]--aligned[/]: each image is one face crop and the model runs on it directly.
+    MODEL: an exported ONNX model (ONNX Runtime alone suffices), a TorchScript model, a run folder or a checkpoint.
+    Images in folders that do not decode are reported and skipped.
+    Example: [cyan]facemtl predict runs/default/export/model.onnx photos/ --draw out/[/] (see docs/deploy.md).
     """
     from facemtl.export.backends import load_backend
     from facemtl.export.faces import FinderConfig
@@ -86,9 +83,9 @@ def predict(
         if as_json:
             sys.stdout.write(json.dumps(res.to_dict()) + "\n")
             sys.stdout.flush()
+        else:
+            console.print(_table(res))
         done.append(res)
-    if not as_json and done:
-        console.print(_table(done))
     if draw is not None and done:
         err_console.print(f"drawn images in {draw}", highlight=False)
     if explicit_failures or not done:

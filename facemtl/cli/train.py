@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facemtl.cli._common import console, err_console, handle_errors, parse_name_list
+from facemtl.engine.trainer import Callbacks
 from facemtl.errors import ConfigError
 
 
@@ -19,8 +20,18 @@ def _parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (e.g. train.warmup_steps=100), got '{item}'.")
         k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
+        out[k.strip()] = _literal(v.strip())
     return out
+
+
+def _literal(text: str) -> Any:
+    """A TOML literal (number, boolean, list, quoted string) when it parses as one, else the text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def build_config(
@@ -38,7 +49,7 @@ def build_config(
     return apply_overrides(cfg, overrides or {})
 
 
-class RichCallbacks:
+class RichCallbacks(Callbacks):
     """Draws an epoch bar and a step bar with per-task losses and current task weights."""
 
     def __init__(self) -> None:

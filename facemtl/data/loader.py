@@ -257,5 +257,6 @@ def to_device(batch: dict, device: torch.device, non_blocking: bool = True) -> d
 
 
 def images_to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> float in [0, 1], keeping channels-last memory; done on the device."""
-    return images.to(dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
+    """uint8 (B, 3, S, S) -> float in [0, 1] on the images' device (strides kept: the loader's
+    batches are channels-last views of NHWC rows; callers pick the memory format they want)."""
+    return images.to(dtype).div_(255.0)

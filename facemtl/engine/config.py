@@ -69,7 +69,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     patience: int = 0  # early stopping on validation loss; 0 = off
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | fp16 | off
-    channels_last: bool = True
+    channels_last: str = "auto"  # auto: on CUDA only (on CPU it slowed the small CNN several-fold)
     compile: bool = False
     device: str = "auto"
     seed: int = 0

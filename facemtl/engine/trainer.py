@@ -218,7 +218,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         task_names = [t.name for t in tasks]
         model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights, **cfg.model.options)
         model.to(device)
-        if cfg.train.channels_last:
+        channels_last = resolve_channels_last(cfg.train.channels_last, device)
+        if channels_last:
             model.to(memory_format=torch.channels_last)
         strategy = build_weighting(cfg.weighting.name, task_names, **cfg.weighting.options).to(device)
         grad_mode = strategy.grad_mode(cfg.weighting.grad_mode)
@@ -311,13 +312,11 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                         g["lr"] = tcfg.lr * mult
                     batch = to_device(batch, device)
                     optimizer.zero_grad(set_to_none=True)
-                    loss_scale = 1.0
-                    if scaler is not None:
-                        scaler.scale(torch.zeros((), device=device))  # initialise the scale lazily
-                        loss_scale = float(scaler.get_scale())
+                    # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
+                    loss_scale = scaler.scale(torch.ones((), device=device)) if scaler is not None else 1.0
                     active = set(strategy.active_tasks())
                     with autocast():
-                        feats = fwd_features(*make_inputs(batch, plan, tcfg.channels_last))
+                        feats = fwd_features(*make_inputs(batch, plan, channels_last))
                         ctx = StepContext.build(feats, shared_params, grad_mode, step=step, epoch=epoch, loss_scale=loss_scale)
                         outputs = model.forward_heads(ctx.head_inputs)
                         losses = task_losses(tasks, outputs, batch, model.criteria, active)
@@ -367,7 +366,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             # -- end of epoch: validate, adapt strategy, log, checkpoint --
             train_means = {k: v / max(nsteps, 1) for k, v in sums.items()}
             if dist_info.is_main:
-                val_losses, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, tcfg.channels_last, tcfg.val_batches)
+                val_losses, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, channels_last, tcfg.val_batches)
             else:
                 val_losses, val_metrics = {}, {}
             val_losses, val_metrics = _broadcast((val_losses, val_metrics))
@@ -409,11 +408,11 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         if dist_info.is_main:
             best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else last
             model.load_state_dict(load_checkpoint(best_path)["model"])
-            _, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, tcfg.channels_last)
+            _, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, channels_last)
             test_idx = cache.indices("test")
             if len(test_idx):
                 test_loader = CacheLoader(cache, "test", sizes, max(tcfg.batch_size, 128), shuffle=False, in_memory=_in_memory(cfg))
-                _, test_metrics = evaluate_split(model, tasks, test_loader, plan, device, autocast, tcfg.channels_last)
+                _, test_metrics = evaluate_split(model, tasks, test_loader, plan, device, autocast, channels_last)
             if tb is not None:
                 tb.close()
         desc = model.describe()
@@ -425,6 +424,13 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         )
     finally:
         distributed.teardown()
+
+
+def resolve_channels_last(value: str | bool, device: torch.device) -> bool:
+    v = str(value).lower()
+    if v == "auto":
+        return device.type == "cuda"
+    return v in ("1", "true", "yes", "on")
 
 
 def _in_memory(cfg: RunConfig) -> bool | str:

@@ -132,6 +132,7 @@ class ModelMetadata:
                 "note": "feed float RGB in [0, 1]; the graph converts to grey (if grey) and normalises itself",
             },
             "outputs": self.task_names + (["feature"] if self.is_cascade else []),
+            "attribute_names": [n for t in self.tasks if t.kind == "attributes" for n in t.labels],
             "tasks": [t.to_dict() for t in self.tasks],
             "landmarks": {"order": list(LANDMARK_NAMES), "frame": LANDMARK_FRAME},
             "framing": self.framing, "cascade": self.cascade, "parity": self.parity,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from facemtl.errors import ConfigError
-from facemtl.models._backbone import BACKBONES, Backbone, Preprocess, resolve_size, size_error
+from facemtl.models._backbone import BACKBONES, Backbone, resolve_size, size_error
 from facemtl.models.multitask import MultiTaskModel
 from facemtl.models.vgg_resnet import vgg_trunk
 from facemtl.tasks.base import Task
@@ -55,7 +55,9 @@ def mcfa(
     224: stages at 56/112/224). With ``width=0.25``: 12,567,760 trunk parameters in all."""
     size = resolve_size("mcfa", input_size, 224)
     if size % 4 or size < 128:
-        raise size_error("mcfa", size, "its input size is L_Net's, a multiple of 4 from 128 (S_Net and M_Net get 1/4 and 1/2 of it); default 224")
+        raise size_error(
+            "mcfa", size, "its input size is L_Net's, a multiple of 4 from 128 (S_Net and M_Net get 1/4 and 1/2 of it); default 224"
+        )
     if len(feature_dims) != 3:
         raise ConfigError(f"mcfa: feature_dims must hold 3 widths (S, M, L), got {feature_dims}.")
     stages = []
@@ -174,7 +176,8 @@ class CascadeModel(MultiTaskModel):
         """
         if detection_task not in self.heads:
             raise ConfigError(
-                f"cascade_infer gates on task '{detection_task}', which this model lacks; its tasks: {', '.join(self.task_names)}."
+                f"cascade_infer gates on task '{detection_task}', which this model lacks; "
+                f"its tasks: {', '.join(self.task_names)}."
             )
         n, device = x_s.shape[0], x_s.device
         alive = torch.arange(n, device=device)

@@ -24,7 +24,7 @@ def vgg_trunk(
     their width is a multiple of 7 (the only pooling that exports to ONNX exactly)."""
     grid = size // 32
     if grid < 1 or (grid > 7 and grid % 7):
-        raise size_error(name, size, "VGG takes 32 to 255 px, or a multiple of 224 (448, 672, ...)")
+        raise size_error(name, size, "VGG takes 32 to 255 px, or sizes whose final map (S // 32) is a multiple of 7, e.g. 448")
     layers: list[nn.Module] = []
     cin = 3
     for v in VGG16_CFG:

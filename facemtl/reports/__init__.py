@@ -3,7 +3,7 @@ training-curve figures. Each writes CSV / markdown / JSON / PNG files into an ou
 atomically (a failed command leaves no partial report).
 
 - :func:`facemtl.reports.evaluate.evaluate`     ``facemtl evaluate``
-- :func:`facemtl.reports.ablate.plan_ablation`  / :func:`~facemtl.reports.ablate.run_ablation`  ``facemtl ablate``
+- :func:`facemtl.reports.ablation_plan.plan_ablation` / :func:`facemtl.reports.ablate.run_ablation`  ``facemtl ablate``
 - :func:`facemtl.reports.correlate.correlate`   ``facemtl correlate``
 - :func:`facemtl.reports.curves.curve_figures`  ``facemtl plot``
 

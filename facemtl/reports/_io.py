@@ -93,12 +93,14 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def to_markdown(df: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
-    """A GitHub markdown table of ``df`` (pandas' own ``to_markdown`` needs ``tabulate``)."""
+def to_markdown(df: pd.DataFrame, digits: int = 4, index: bool = True, right: Sequence[str] = ()) -> str:
+    """A GitHub markdown table of ``df`` (pandas' own ``to_markdown`` needs ``tabulate``).
+
+    Numeric columns, and those named in ``right`` (pre-formatted numbers), are right-aligned."""
     cols = [str(c) for c in df.columns]
     header = ([str(df.index.name or "")] if index else []) + cols
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
-    aligns = (["---"] if index else []) + ["---:" if _numeric(df[c]) else "---" for c in df.columns]
+    aligns = (["---"] if index else []) + ["---:" if _numeric(df[c]) or c in right else "---" for c in df.columns]
     lines.append("| " + " | ".join(aligns) + " |")
     for idx, row in zip(df.index, df.itertuples(index=False)):
         cells = ([_cell(fmt(idx, digits))] if index else []) + [_cell(fmt(v, digits)) for v in row]

@@ -4,6 +4,8 @@ Every number comes from :mod:`facemtl.metrics` (definitions in docs/reports.md):
 
 - attributes (``attributes``, ``smile``, ``attr:X``): accuracy, balanced accuracy, F1, precision,
   recall per attribute and their unweighted means, beside the majority-class baseline;
+- every task but identity also gets a trivial baseline: the majority class of the evaluated split
+  (attributes, classes, face / non-face) or the mean training shape (landmarks);
 - landmarks: NME normalised by the inter-ocular distance (between the two eye landmarks, i.e.
   eye centres), failure rate at NME > 0.10, the CED curve and its AUC up to 0.10, per-point error;
 - detection (crops): ROC AUC and average precision of face / non-face, accuracy at 0.5, IoU of
@@ -54,7 +56,8 @@ class TaskReport:
     notes: list[str] = field(default_factory=list)
     #: metrics that are lower-is-better
     lower_is_better: tuple[str, ...] = ()
-    #: metric -> the same metric of the majority-class predictor (attributes)
+    #: metric -> the same metric of a trivial predictor: the majority class of the evaluated split
+    #: (attributes, classes, face / non-face) or the mean training shape (landmarks)
     baselines: dict[str, float] = field(default_factory=dict)
     #: counts and flags that are not metrics (faces, pairs, identities, ...)
     info: dict[str, Any] = field(default_factory=dict)
@@ -70,13 +73,25 @@ def kind_of(task: Any) -> str:
     raise ValueError(f"no report for task '{task.name}' of type {type(task).__name__}.")
 
 
-def task_report(task: Any, c: dict[str, np.ndarray], stem: str, max_pairs: int = 6000) -> TaskReport | str:
-    """The report of ``task`` from its collected arrays, or a string saying why there is none."""
+def task_report(task: Any, c: dict[str, np.ndarray], stem: str, max_pairs: int = 6000,
+                mean_shape: np.ndarray | None = None) -> TaskReport | str:
+    """The report of ``task`` from its collected arrays, or a string saying why there is none.
+
+    ``mean_shape`` (5, 2): the landmarks' trivial predictor (the mean training shape) whose
+    NME, failure rate and CED AUC are reported as the landmarks' baseline."""
     kind = kind_of(task)
     fn = {"attributes": _attributes, "landmarks": _landmarks, "detection": _detection, "identity": _identity,
           "classes": _classes}[kind]
-    kwargs = {"max_pairs": max_pairs} if kind == "identity" else {}
+    kwargs: dict[str, Any] = {"max_pairs": max_pairs} if kind == "identity" else {}
+    if kind == "landmarks":
+        kwargs["mean_shape"] = mean_shape
     return fn(task, c, stem, **kwargs)
+
+
+def _majority(target: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent class of ``target``."""
+    _, counts = np.unique(target, return_counts=True)
+    return float(counts.max() / counts.sum())
 
 
 # -- attributes -----------------------------------------------------------------------------------
@@ -100,7 +115,7 @@ def _attributes(task, c, stem: str) -> TaskReport | str:
 
 
 # -- landmarks ------------------------------------------------------------------------------------
-def _landmarks(task, c, stem: str) -> TaskReport | str:
+def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None) -> TaskReport | str:
     pred = np.asarray(c["pred"], np.float64).reshape(-1, 5, 2)
     target = np.asarray(c["target"], np.float64).reshape(-1, 5, 2)
     iod = np.linalg.norm(target[:, 0] - target[:, 1], axis=1)
@@ -122,8 +137,13 @@ def _landmarks(task, c, stem: str) -> TaskReport | str:
     )
     table.loc["all (NME)"] = [errors.mean(), np.median(errors), (errors > FAIL_AT).mean()]
     ced = pd.DataFrame({"nme_threshold": thr, "fraction": frac})
+    baselines = {}
+    if mean_shape is not None:
+        base = nme(np.broadcast_to(mean_shape, target.shape), target, NME_NORM)
+        baselines = {"nme": float(base.mean()), "nme_median": float(np.median(base)),
+                     "failure_rate": failure_rate(base, FAIL_AT), "ced_auc": ced_auc(base, FAIL_AT)}
     rep = TaskReport(task.name, "landmarks", len(errors), metrics, {stem: table, f"{stem}_ced": ced}, notes=notes,
-                     lower_is_better=("nme", "nme_median", "failure_rate"))
+                     lower_is_better=("nme", "nme_median", "failure_rate"), baselines=baselines)
     rep.figures[f"{stem}_ced.png"] = lambda p: plots.plot_ced(
         {task.name: (thr, frac)}, p, title=f"CED of {task.name} (NME / inter-ocular distance)")
     return rep
@@ -136,6 +156,7 @@ def _detection(task, c, stem: str) -> TaskReport | str:
         return "no face / non-face label"
     score, face = c["score"][known], c["face"][known] == 1
     metrics: dict[str, float] = {"accuracy": float(((score >= 0.5) == face).mean())}
+    baselines = {"accuracy": _majority(face), "roc_auc": 0.5}
     notes = []
     figures: dict[str, Callable[[Path], None]] = {}
     if face.any() and (~face).any():
@@ -152,7 +173,8 @@ def _detection(task, c, stem: str) -> TaskReport | str:
         metrics["box_iou_at_0.5"] = float((iou >= 0.5).mean())
     info = {"faces": int(face.sum()), "non_faces": int((~face).sum())}
     table = pd.DataFrame([{**metrics, **info}], index=pd.Index([task.name], name="task"))
-    return TaskReport(task.name, "detection", int(known.sum()), metrics, {stem: table}, figures, notes, info=info)
+    return TaskReport(task.name, "detection", int(known.sum()), metrics, {stem: table}, figures, notes, info=info,
+                      baselines=baselines)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -200,7 +222,8 @@ def _classes(task, c, stem: str) -> TaskReport | str:
         lower = ("yaw_mae_deg",)
     table = pd.DataFrame({"recall": m["per_class_recall"], "support": m["support"]}, index=pd.Index(names, name="class"))
     confusion = pd.DataFrame(m["confusion"], index=pd.Index(names, name="true"), columns=list(names))
+    baselines = {"accuracy": _majority(c["target"]), "macro_recall": 1.0 / int((m["support"] > 0).sum())}
     rep = TaskReport(task.name, "classes", int(m["support"].sum()), metrics, {stem: table, f"{stem}_confusion": confusion},
-                     lower_is_better=lower)
+                     lower_is_better=lower, baselines=baselines)
     rep.figures[f"{stem}_confusion.png"] = lambda p: plots.plot_confusion(m["confusion"], names, p, title=f"{task.name}: confusion matrix")
     return rep

@@ -103,7 +103,9 @@ def _flat(grads: Sequence[Tensor | None], targets: Sequence[Tensor], lead: tuple
     return torch.cat(parts, dim=-1)
 
 
-def task_gradients(losses: Sequence[Tensor], targets: Sequence[Tensor], *, scale: float, batched: bool) -> Tensor:
+def task_gradients(
+    losses: Sequence[Tensor], targets: Sequence[Tensor], *, scale: float | Tensor, batched: bool
+) -> Tensor:
     """(T, P) float32 gradients of each loss w.r.t. ``targets`` (flattened, concatenated), unscaled.
 
     Losses are multiplied by ``scale`` (AMP loss scale) before differentiation and the result

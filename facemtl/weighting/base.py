@@ -67,6 +67,9 @@ class StepContext:
     step:           global optimisation step (0-based); ``epoch`` likewise.
     loss_scale:     multiply losses by this before backward (AMP on fp16); gradients handed to
                     the strategy's solver are divided by it again. 1.0 without a GradScaler.
+                    With one, pass ``scaler.scale(torch.ones((), device=device))``: a 0-d tensor
+                    (no host sync), and it initialises the scaler, whose ``step`` refuses to run
+                    if ``scale`` was never called (the strategy scales the losses itself).
     """
 
     features: list[Tensor]
@@ -75,7 +78,7 @@ class StepContext:
     mode: GradMode = "none"
     step: int = 0
     epoch: int = 0
-    loss_scale: float = 1.0
+    loss_scale: float | Tensor = 1.0
     extras: dict = field(default_factory=dict)
 
     @classmethod

@@ -47,6 +47,10 @@ class GradientWeighting(Weighting):
 
     needs = "grads"
 
+    def __init__(self, tasks: Sequence[str], **options):
+        super().__init__(tasks, **options)
+        self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
+
     def grad_losses(self, losses: list[Tensor], lvec: Tensor) -> list[Tensor]:
         """The losses whose gradients are combined (DB-MTL takes logs); default: as given."""
         return losses
@@ -81,7 +85,8 @@ class GradientWeighting(Weighting):
             log.debug("%s: non-finite task gradients at step %d; plain sum, no state update",
                       type(self).__name__, ctx.step)
             _grads.apply_combined(ctx, GL, ones, ones @ G, G)
-            return weights_info(names, ones, **{f"{self.name}/nonfinite_steps": 1.0})
+            self.nonfinite_steps += 1
+            return weights_info(names, ones, **{f"{self.name}/nonfinite_steps": float(self.nonfinite_steps)})
         sol = self.solve(names, G, M, lvec, ctx)
         update = sol.update if sol.update is not None else sol.coeffs.to(G) @ G
         _grads.apply_combined(ctx, GL, sol.head_weights, update, G)

@@ -295,3 +295,20 @@ def test_resume_after_interrupt_gives_the_same_cache(make_celeba, tmp_path: Path
 def b_attrs(path: Path) -> dict:
     with h5py.File(path) as f:
         return dict(f.attrs)
+
+
+def test_parallel_blocks_in_shared_memory_equal_serial(make_celeba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    root = make_celeba()
+    _break_images(root)  # a decode failure inside a shared-memory block, too
+    shm = (lambda: {p for p in os.listdir("/dev/shm") if p.startswith("psm_")}) if os.path.isdir("/dev/shm") else (lambda: set())
+    before = shm()
+    monkeypatch.setattr(_plan, "BLOCK", 4)  # several blocks: results come back through shared memory
+    a = prep(root, tmp_path / "serial.h5", variant="wild", skip_bad=True)
+    b = prep(root, tmp_path / "parallel.h5", variant="wild", skip_bad=True, workers=2)
+    for s in SIZES:
+        np.testing.assert_array_equal(a.read_images(s, 0, a.num_samples), b.read_images(s, 0, b.num_samples))
+    for k in a.labels:
+        np.testing.assert_array_equal(a.labels[k], b.labels[k])
+    assert shm() <= before  # every block was unlinked

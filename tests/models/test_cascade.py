@@ -45,7 +45,7 @@ def test_three_stage_outputs_per_task():
         assert isinstance(outs[t], list) and len(outs[t]) == 3
         assert all(o.shape == (2, dim) for o in outs[t])
         torch.testing.assert_close(outs[t][2], final[t])
-        assert [h.in_features for h in model.heads[t]] == [16, 48, 80]
+        assert [model.last_linear(t, i).in_features for i in range(3)] == [16, 48, 80]
     with pytest.raises(ConfigError, match="3 image batches"):
         model.forward_features(xs[0])
 
@@ -101,7 +101,7 @@ def _count_calls(module: torch.nn.Module) -> list[int]:
 def test_cascade_infer_rejects_at_s_net():
     model = cascade()
     with torch.no_grad():
-        model.heads["detection"][0].bias[0] = -100.0  # S_Net says "no face" to everything
+        model.last_linear("detection", 0).bias[0] = -100.0  # S_Net says "no face" to everything
     m_calls, l_calls = _count_calls(model.trunks[1]), _count_calls(model.trunks[2])
     res = model.cascade_infer(*images(model, batch=4))
     assert m_calls == [] and l_calls == []  # nothing reached M_Net or L_Net
@@ -113,8 +113,8 @@ def test_cascade_infer_rejects_at_s_net():
 def test_cascade_infer_passes_faces_to_l_net():
     model = cascade()
     with torch.no_grad():
-        for head in model.heads["detection"]:
-            head.bias[0] = 100.0
+        for i in range(3):
+            model.last_linear("detection", i).bias[0] = 100.0
     xs = images(model, batch=3)
     res = model.cascade_infer(*xs)
     assert res.reached.tolist() == [2, 2, 2] and res.rejected_at.tolist() == [-1, -1, -1]

@@ -136,7 +136,8 @@ def test_with_a_grad_scaler(name):
     first = None
     for step in range(30):
         opt.zero_grad(set_to_none=True)
-        losses, _ = train_step(model, s, None, x, ys, mode, step=step, loss_scale=scaler.get_scale())
+        scale = scaler.scale(torch.ones(()))  # 0-d tensor; also initialises the scaler
+        losses, _ = train_step(model, s, None, x, ys, mode, step=step, loss_scale=scale)
         scaler.step(opt)
         scaler.update()
         total = sum(float(v.detach()) for v in losses.values())

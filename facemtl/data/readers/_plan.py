@@ -30,10 +30,10 @@ import h5py
 import numpy as np
 
 from facemtl.data import schema
-from facemtl.data._parallel import make_blocks, map_blocks
+from facemtl.data._parallel import check_workers, make_blocks, map_blocks
 from facemtl.data.cache import CacheWriter
 from facemtl.data.readers._annotations import Problems
-from facemtl.data.readers._images import PlanHandle, check_block, decode_block
+from facemtl.data.readers._images import PlanHandle, attach_block, check_block, decode_block, prepare_shared
 from facemtl.errors import ConfigError
 from facemtl.utils.io import check_writable_target, write_text_atomic
 
@@ -172,10 +172,18 @@ def run_prepare(
             sidecar.unlink(missing_ok=True)
         step = advance("decoding", len(plan))
         step(int(done.sum()))
-        fn = partial(decode_block, handle=handle, sizes=sizes)
-        for start, res in map_blocks(fn, make_blocks(np.flatnonzero(~done).tolist(), BLOCK), workers):
+        blocks = make_blocks(np.flatnonzero(~done).tolist(), BLOCK)
+        shared = check_workers(workers) > 1 and len(blocks) > 1  # only when blocks cross processes
+        if shared:
+            prepare_shared()
+        fn = partial(decode_block, handle=handle, sizes=sizes, shared=shared)
+        for start, res in map_blocks(fn, blocks, workers):
             n = len(res["windows"])
-            w.write(start, _batch(plan, start, n, res))
+            images, release = attach_block(res, sizes)
+            try:
+                w.write(start, _batch(plan, start, n, res, images))
+            finally:
+                release()
             if res["bad"]:
                 decode_bad.update(dict(res["bad"]))
                 write_text_atomic(sidecar, json.dumps(decode_bad))
@@ -200,9 +208,9 @@ def run_prepare(
     return PrepareResult(out, len(plan) - len(decode_bad), skipped, report_path, list(plan.warnings))
 
 
-def _batch(plan: Plan, start: int, n: int, res: dict[str, Any]) -> dict[str, Any]:
+def _batch(plan: Plan, start: int, n: int, res: dict[str, Any], images: dict[int, np.ndarray]) -> dict[str, Any]:
     rows = slice(start, start + n)
-    batch: dict[str, Any] = {"images": res["images"], "split": plan.split[rows], "image_ids": plan.image_ids[rows]}
+    batch: dict[str, Any] = {"images": images, "split": plan.split[rows], "image_ids": plan.image_ids[rows]}
     for k, v in plan.labels.items():
         batch[k] = v[rows]
     if plan.points is not None:

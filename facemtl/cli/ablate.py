@@ -1,0 +1,122 @@
+"""``facemtl ablate``: train every task combination / strategy / sweep point and tabulate them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from facemtl.cli._common import console, err_console, handle_errors, parse_name_list
+
+
+@handle_errors
+def ablate(
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks, e.g. landmarks,pose,smile,glasses.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (runs/ inside, report files beside).")] = None,
+    main: Annotated[Optional[str], typer.Option("--main", help="Main task (for main-plus-one and strategies with a main option).")] = None,
+    subsets: Annotated[Optional[str], typer.Option("--subsets", help="all, singles, main-plus-one, a list like A+B,A+C,A, or none (only the --sweep points). Default: singles with --sweep, main-plus-one with --main, else all.")] = None,
+    weighting: Annotated[str, typer.Option("--weighting", help="Strategies for the multi-task subsets, comma-separated (ew, uw, dwu, ...).")] = "ew",
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="TASK=START:STOP:STEP: fixed weight w of TASK, the others (1-w)/(n-1).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
+    data: Annotated[Optional[Path], typer.Option("--data", help="Cache file (default: the recipe's).")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick ablations).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the configurations and exit (nothing is trained or written).")] = False,
+) -> None:
+    """Train and evaluate every configuration of an ablation; write one table (CSV + markdown) and plots.
+
+    Examples: [cyan]facemtl ablate --tasks landmarks,pose,smile,glasses --main landmarks --subsets main-plus-one --out runs/abl[/],
+    [cyan]facemtl ablate --tasks identity,expression --sweep identity=0:1:0.1 --out runs/sweep[/] (seed 003's Figure 2).
+    Finished runs are skipped on a rerun. Definitions (Delta-m%): docs/reports.md.
+    """
+    from facemtl.cli.train import _parse_set, build_config
+    from facemtl.errors import ConfigError
+    from facemtl.reports.ablate import check_tasks, run_ablation, run_status
+    from facemtl.reports.ablation_plan import plan_ablation
+    from facemtl.reports.evaluate import HEADLINE
+
+    plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets, weightings=parse_name_list(weighting) or ["ew"],
+                         sweep=sweep, seeds=seeds)
+    overrides: dict[str, Any] = {
+        "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
+        "train.max_steps_per_epoch": max_steps, "train.batch_size": batch_size, "train.lr": lr, "train.device": device,
+    }
+    overrides.update(_parse_set(set_))
+    base = build_config(recipe, overrides=overrides)
+    if backbone is not None:  # another backbone: its own input size and options, not the recipe's
+        import dataclasses
+
+        base = dataclasses.replace(base, model=dataclasses.replace(base.model, input_size=None, options={}))
+    if split not in ("train", "val", "test", "all"):
+        raise ConfigError(f"Invalid split '{split}'. Use train, val, test or all.")
+    check_tasks(base, plan.tasks)  # before anything else: every task must have labels in the cache
+    status = run_status(out, plan) if out is not None else {}
+    if dry_run:
+        _print_plan(plan, status)
+        return
+    if out is None:
+        raise ConfigError("--out is required (the ablation folder), e.g. --out runs/ablation; --dry-run needs none.")
+    t0 = time.perf_counter()
+
+    def progress(i: int, n: int, name: str, what: str, res: dict[str, Any] | None) -> None:
+        if what == "train":
+            err_console.print(f"\\[{i + 1}/{n}] training [bold]{escape(name)}[/] ...")
+        elif res is not None:
+            head = ", ".join(f"{t}/{HEADLINE[k][0]} {res['metrics'].get(f'{t}/{HEADLINE[k][0]}', float('nan')):.4f}"
+                             for t, k in res["kinds"].items())
+            tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
+            err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
+
+    result = run_ablation(plan, base, out, split=split, progress=progress)
+    _print_table(result.table)
+    console.print(f"{result.trained} runs trained, {result.skipped} finished earlier, {time.perf_counter() - t0:.0f} s; "
+                  f"report: [bold]{out}[/] (ablation.csv, ablation.md, plots)")
+
+
+def _print_plan(plan, status: dict[str, str]) -> None:
+    t = Table(title=f"{len(plan.configurations)} configurations x {plan.seeds} seed(s) = {len(plan.runs())} runs")
+    for col in ("#", "configuration", "options", "done"):
+        t.add_column(col, overflow="fold")
+    for i, c in enumerate(plan.configurations, 1):
+        done = sum(status.get(c.run_name(s)) == "done" for s in range(plan.seeds))
+        t.add_row(str(i), escape(c.name), escape(_options(c.options)), f"{done}/{plan.seeds}")
+    console.print(t)
+
+
+def _options(opts: dict) -> str:
+    parts = []
+    for k, v in opts.items():
+        if isinstance(v, dict):
+            v = " ".join(f"{a}:{b:.3g}" for a, b in v.items())
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _print_table(df) -> None:
+    """The headline metric of each task (mean ± std), Delta-m% and time: narrow enough for a terminal."""
+    from facemtl.reports.ablate import markdown_table
+
+    show = markdown_table(df)
+    heads, seen = [], set()
+    for col in show.columns:
+        if "/" in col and col.split("/")[0] not in seen:
+            seen.add(col.split("/")[0])
+            heads.append(col)
+    t = Table(title="ablation (all columns: ablation.csv / ablation.md)")
+    t.add_column("configuration")
+    for col in (*heads, "Δm%", "train s"):
+        t.add_column(col, justify="right")
+    for name, row in show.iterrows():
+        t.add_row(escape(str(name)), *[escape(str(row[c])) for c in (*heads, "Δm%", "train s")])
+    console.print(t)

@@ -1,0 +1,334 @@
+"""``facemtl ablate``: train every configuration of a :class:`~facemtl.reports.ablation_plan.Plan`,
+evaluate each run, and write one table.
+
+Layout of ``--out DIR``::
+
+    runs/<configuration>__s<seed>/   one training run each (config.toml, best.pt, ..., eval/),
+                                     finished when its result.json exists (written last)
+    ablation.csv, ablation.md        one row per configuration (metrics: mean and std over seeds)
+    ablation.json                    the plan and every run's result
+    plot_<task>_<metric>.png         metric per configuration; plot_delta_m.png
+    sweep_<task>_<metric>.png        the sweep curve (with --sweep)
+
+A rerun skips finished runs and resumes an interrupted one from its ``last.pt``; a finished run
+trained with other settings is an error (use another ``--out``). The report files are written
+only after every run has finished.
+
+Delta-m% (Maninis et al. 2019; :func:`facemtl.metrics.delta_m`) of a configuration compares the
+headline metric of each of its tasks (:data:`facemtl.reports.evaluate.HEADLINE`: balanced
+accuracy for attributes, NME for landmarks, accuracy for classes and detection, verification
+AUC for identity) with that task's single-task run in the same ablation, averaged over seeds:
+``100/T * sum_i (-1)^[higher is better] (M_i - S_i) / |S_i|``. Lower is better; negative = the
+multi-task model beats the single-task models. Tasks without a single-task run are left out of
+the average (``delta_m_over`` lists the tasks used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facemtl.engine.config import RunConfig, apply_overrides
+from facemtl.errors import ConfigError, DataFormatError
+from facemtl.metrics import delta_m, plots
+from facemtl.reports._io import safe_name, staged_dir, to_markdown, write_csv
+from facemtl.reports.ablation_plan import Configuration, Plan
+from facemtl.utils.io import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+RESULT = "result.json"
+#: metrics per task kind that the ablation table shows (the first is the headline)
+TABLE_METRICS = {
+    "landmarks": ("nme", "failure_rate"), "attributes": ("balanced_accuracy", "f1"), "classes": ("accuracy",),
+    "detection": ("accuracy", "box_iou"), "identity": ("verification_auc", "eer"),
+}
+LOWER = {"nme", "failure_rate", "eer", "yaw_mae_deg", "nme_median"}
+# settings that may differ between a finished run and a rerun without changing what it learned
+_IGNORED = {"out", "name", "description", "train.device", "train.compile", "data.num_workers", "data.in_memory",
+            "data.prepare_if_missing"}
+
+Progress = Callable[[int, int, str, str, dict[str, Any] | None], None]
+
+
+@dataclass
+class AblationResult:
+    out_dir: Path
+    table: pd.DataFrame
+    results: list[dict[str, Any]]
+    trained: int
+    skipped: int
+
+
+def run_config(base: RunConfig, c: Configuration, seed: int, run_dir: Path) -> RunConfig:
+    """The resolved configuration of one run of the ablation."""
+    cfg = apply_overrides(base, {"tasks.names": list(c.tasks), "train.seed": seed, "out": str(run_dir), "name": c.name})
+    # replace, not override: the recipe's strategy options and grad mode belong to its own strategy
+    return dataclasses.replace(cfg, weighting=dataclasses.replace(cfg.weighting, name=c.weighting, options=dict(c.options), grad_mode=None))
+
+
+def run_status(out: Path, plan: Plan) -> dict[str, str]:
+    """{run name: "done" | "partial" | "todo"} of every run of the plan."""
+    status = {}
+    for c, s in plan.runs():
+        d = out / "runs" / c.run_name(s)
+        status[c.run_name(s)] = "done" if (d / RESULT).exists() else ("partial" if (d / "last.pt").exists() else "todo")
+    return status
+
+
+def check_tasks(base: RunConfig, tasks: tuple[str, ...]) -> None:
+    """Fail before training when the cache cannot supply a task (when the cache exists already)."""
+    from facemtl.data.cache import FaceCache
+    from facemtl.tasks import DataInfo, build_tasks
+
+    path = Path(base.data.path)
+    if not path.exists():
+        if not base.data.prepare_if_missing:
+            from facemtl.errors import MissingFileError
+
+            raise MissingFileError(f"cache {path} does not exist; create it with `facemtl prepare` or pass --data.")
+        return  # SynthFaces is rendered by the first training run; it has every label
+    info = DataInfo.from_cache(FaceCache(path))
+    build_tasks(list(tasks), info, base.tasks.options)  # ConfigError naming the missing labels
+
+
+def _comparable(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    return {k: _comparable(v, f"{prefix}{k}.") if isinstance(v, dict) and not prefix else v
+            for k, v in d.items() if f"{prefix}{k}" not in _IGNORED}
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def _load_result(path: Path, cfg: RunConfig) -> dict[str, Any]:
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataFormatError(f"{path} is damaged ({e}); delete it to retrain that run.") from None
+    diff = _diff(_comparable(res.get("config", {})), _comparable(cfg.to_dict()))
+    if diff:
+        raise ConfigError(
+            f"{path.parent} was trained with other settings ({'; '.join(diff[:4])}); "
+            "rerun with the same options, or choose another --out."
+        )
+    return res
+
+
+def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str) -> dict[str, Any]:
+    """Train (or resume) one run, evaluate it, write its result.json last; returns the result."""
+    from facemtl.engine.trainer import train
+    from facemtl.reports.evaluate import evaluate
+
+    run_dir = cfg.run_dir()
+    resume = (run_dir / "last.pt").exists()
+    tr = train(cfg, resume=resume, force=not resume)
+    ev = evaluate(run_dir, data=cfg.data.path, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False)
+    metrics = {k: float(v) for k, v in ev.flat().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    result = {
+        "configuration": {"name": c.name, "kind": c.kind, "tasks": list(c.tasks), "weighting": c.weighting,
+                          "options": c.options, "sweep_task": c.sweep_task, "sweep_weight": c.sweep_weight, "seed": seed},
+        "kinds": {r.task: r.kind for r in ev.reports}, "metrics": metrics, "split": split,
+        "baselines": {f"{r.task}/{k}": v for r in ev.reports for k, v in r.baselines.items()},
+        "seconds": tr.seconds, "parameters": tr.parameters, "best_epoch": tr.best_epoch, "epochs_run": len(tr.history),
+        "stopped_early": tr.stopped_early, "config": cfg.to_dict(),
+    }
+    write_json_atomic(run_dir / RESULT, result)
+    return result
+
+
+def run_ablation(plan: Plan, base: RunConfig, out: str | Path, *, split: str = "test",
+                 progress: Progress | None = None) -> AblationResult:
+    """Train what is not finished, then write the table and plots (module docstring)."""
+    out = Path(out)
+    check_tasks(base, plan.tasks)
+    runs = plan.runs()
+    results: list[dict[str, Any]] = []
+    trained = skipped = 0
+    for i, (c, seed) in enumerate(runs):
+        name = c.run_name(seed)
+        cfg = run_config(base, c, seed, out / "runs" / name)
+        path = cfg.run_dir() / RESULT
+        if path.exists():
+            res = _load_result(path, cfg)
+            skipped += 1
+            if progress:
+                progress(i, len(runs), name, "skip", res)
+        else:
+            if progress:
+                progress(i, len(runs), name, "train", None)
+            res = train_and_evaluate(cfg, c, seed, split)
+            trained += 1
+            if progress:
+                progress(i, len(runs), name, "done", res)
+        results.append(res)
+    table = ablation_table(plan, results)
+    write_report(out, plan, table, results)
+    return AblationResult(out, table, results, trained, skipped)
+
+
+# -- the table ------------------------------------------------------------------------------------
+def _columns(plan: Plan, results: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    kinds: dict[str, str] = {}
+    for r in results:
+        kinds.update(r["kinds"])
+    cols = []
+    for t in plan.tasks:
+        for m in TABLE_METRICS.get(kinds.get(t, ""), ()):
+            cols.append((t, m, m not in LOWER))
+    return cols
+
+
+def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per configuration: metric means and stds over seeds, parameters, time, Delta-m%."""
+    cols = _columns(plan, results)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_name.setdefault(r["configuration"]["name"], []).append(r)
+    rows = []
+    for c in plan.configurations:
+        rs = by_name.get(c.name, [])
+        row: dict[str, Any] = {"configuration": c.name, "tasks": "+".join(c.tasks), "n_tasks": len(c.tasks),
+                               "weighting": c.weighting if c.kind != "single" else "-", "kind": c.kind}
+        if plan.sweep is not None:
+            row["sweep_weight"] = c.sweep_weight if c.sweep_weight is not None else np.nan
+        row["seeds"] = len(rs)
+        for t, m, _ in cols:
+            vals = np.array([r["metrics"].get(f"{t}/{m}", np.nan) for r in rs], float)
+            vals = vals[np.isfinite(vals)]
+            row[f"{t}/{m}"] = float(vals.mean()) if len(vals) else np.nan
+            row[f"{t}/{m} std"] = float(vals.std(ddof=1)) if len(vals) > 1 else np.nan
+        row["parameters"] = int(np.mean([r["parameters"]["deployed"] for r in rs])) if rs else 0
+        row["train_s"] = float(np.mean([r["seconds"] for r in rs])) if rs else np.nan
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("configuration")
+    heads = {t: (m, hib) for t, m, hib in reversed(cols)}  # first metric of each task = headline
+    dm, over = [], []
+    for name, row in df.iterrows():
+        tasks = row["tasks"].split("+")
+        mtl, single, hib = {}, {}, {}
+        for t in tasks:
+            if t not in heads or t not in df.index:
+                continue
+            m, h = heads[t]
+            base, value = df.at[t, f"{t}/{m}"], row[f"{t}/{m}"]
+            if np.isfinite(base) and np.isfinite(value) and base != 0:
+                mtl[t], single[t], hib[t] = value, base, h
+        dm.append(delta_m(mtl, single, hib) if mtl else np.nan)
+        over.append(",".join(mtl) if mtl else "-")
+    df["delta_m_%"] = dm
+    df["delta_m_over"] = over
+    return df
+
+
+def markdown_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as shown in ablation.md: "mean ± std" cells, fewer columns."""
+    show = pd.DataFrame(index=df.index)
+    show["weighting"] = df["weighting"]
+    if "sweep_weight" in df:
+        show["sweep w"] = df["sweep_weight"].map(lambda v: "-" if not np.isfinite(v) else f"{v:g}")
+    for col in df.columns:
+        if "/" in col and not col.endswith(" std"):
+            std = df.get(f"{col} std")
+            show[col] = [("-" if not np.isfinite(v) else f"{v:.4f}" + (f" ± {s:.4f}" if s is not None and np.isfinite(s) else ""))
+                         for v, s in zip(df[col], std if std is not None else [None] * len(df))]
+    show["params"] = df["parameters"].map(lambda v: f"{v:,}")
+    show["train s"] = df["train_s"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "-")
+    show["Δm%"] = df["delta_m_%"].map(lambda v: "-" if not np.isfinite(v) else f"{v:+.2f}")
+    show.index.name = "configuration"
+    return show
+
+
+def write_report(out: Path, plan: Plan, df: pd.DataFrame, results: list[dict[str, Any]]) -> None:
+    """ablation.csv / .md / .json and the plots, all moved into ``out`` together."""
+    cols = [c for c in df.columns if "/" in c and not c.endswith(" std")]
+    figures = []
+    with staged_dir(out, last=("ablation.json",)) as tmp:
+        write_csv(df, tmp / "ablation.csv")
+        for col in cols:
+            sub = df[np.isfinite(df[col])]
+            if len(sub) < 1:
+                continue
+            name = f"plot_{safe_name(col.replace('/', '_'))}.png"
+            arrow = "lower is better" if col.split("/")[1] in LOWER else "higher is better"
+            plots.plot_bars(sub.reset_index(), col, f"{col} std" if sub[f"{col} std"].notna().any() else None, tmp / name,
+                            title=f"{col}, {arrow}", label_col="configuration")
+            figures.append(name)
+        multi = df[np.isfinite(df["delta_m_%"]) & (df["n_tasks"] > 1)]
+        if len(multi):
+            plots.plot_bars(multi.reset_index(), "delta_m_%", None, tmp / "plot_delta_m.png",
+                            title="Delta-m% against single-task runs (lower is better)", label_col="configuration")
+            figures.append("plot_delta_m.png")
+        if plan.sweep is not None:
+            sw = df[df["kind"] == "sweep"].sort_values("sweep_weight")
+            for col in cols:
+                if not np.isfinite(sw[col]).any():
+                    continue
+                name = f"sweep_{safe_name(col.replace('/', '_'))}.png"
+                std = sw[f"{col} std"].to_numpy(float)
+                plots.plot_sweep(sw["sweep_weight"].to_numpy(float), sw[col].to_numpy(float),
+                                 std if np.isfinite(std).any() else None, tmp / name,
+                                 xlabel=f"weight of {plan.sweep.task} (others share 1 - w)", ylabel=col,
+                                 title=f"{col} against w")
+                figures.append(name)
+        write_text_atomic(tmp / "ablation.md", _markdown(plan, df, figures, results))
+        write_json_atomic(tmp / "ablation.json", {
+            "tasks": list(plan.tasks), "main": plan.main, "seeds": plan.seeds,
+            "sweep": dataclasses.asdict(plan.sweep) if plan.sweep else None,
+            "configurations": [c.name for c in plan.configurations], "figures": figures,
+            "runs": [{k: v for k, v in r.items() if k != "config"} for r in results],
+        })
+
+
+def _baselines(df: pd.DataFrame, results: list[dict[str, Any]]) -> dict[str, float]:
+    """The trivial baseline of every metric column (they depend on the data only, not the run)."""
+    out: dict[str, float] = {}
+    for col in df.columns:
+        if "/" in col and not col.endswith(" std"):
+            vals = [r.get("baselines", {}).get(col) for r in results]
+            vals = [v for v in vals if v is not None and np.isfinite(v)]
+            if vals:
+                out[col] = float(np.mean(vals))
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    show = markdown_table(df)
+    return to_markdown(show, right=[c for c in show.columns if c != "weighting"])
+
+
+def _markdown(plan: Plan, df: pd.DataFrame, figures: list[str], results: list[dict[str, Any]]) -> str:
+    r0 = results[0]["config"] if results else {}
+    train = r0.get("train", {})
+    split = results[0].get("split", "test") if results else "test"
+    lines = [
+        f"# Ablation: {', '.join(plan.tasks)}" + (f" (main task: {plan.main})" if plan.main else ""), "",
+        f"- {len(plan.configurations)} configurations x {plan.seeds} seed(s); backbone `{r0.get('model', {}).get('backbone', '?')}`, "
+        f"{train.get('epochs', '?')} epoch(s)" + (f" of at most {train['max_steps_per_epoch']} steps" if train.get("max_steps_per_epoch") else "")
+        + f", batch {train.get('batch_size', '?')}, data `{r0.get('data', {}).get('path', '?')}`; metrics on split **{split}**",
+        "- cells: mean ± standard deviation over seeds; params: deployed network (shared trunk + heads); train s: wall time per run",
+        "- Δm%: mean relative change of each task's headline metric against its single-task run, signed so that "
+        "**lower is better** (negative: multi-task beats single-task)", "",
+        _md_table(df), "",
+    ]
+    base = _baselines(df, results)
+    if base:
+        lines += ["Trivial baselines on the same split (majority class; mean training shape for landmarks): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in base.items()), ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
