@@ -99,9 +99,12 @@ class CacheWriter:
                 self._f = f
                 log.info("resuming %s: %d of %d rows already written", self.tmp, self.done_rows().sum(), self.num_samples)
                 return self
-        if self.tmp.exists():
-            self.tmp.unlink()
-        self._f = h5py.File(self.tmp, "w")
+        try:
+            if self.tmp.exists():
+                self.tmp.unlink()
+            self._f = h5py.File(self.tmp, "w")
+        except OSError as e:
+            raise ConfigError(f"cannot write the cache at {self.path} ({e.strerror or e}); choose a writable path.") from None
         self._create_layout(self._f)
         return self
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from facemtl.data import schema
 from facemtl.data._parallel import make_blocks, map_blocks
-from facemtl.data.cache import CacheWriter
+from facemtl.data.cache import CacheWriter, validate_sizes
 from facemtl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def prepare_synthetic(
     """Render ``num_images`` SynthFaces samples (plus ``num_scenes`` detection scenes) into ``out``."""
     from facemtl.data.synth import SYNTH_ATTRIBUTES, SynthConfig
 
+    sizes = validate_sizes(sizes)
     if num_images < 1:
         raise ConfigError(f"--num-images must be at least 1, got {num_images}.")
     if identities < 2:

@@ -25,7 +25,7 @@ class DataConfig:
     path: str = "data/synthfaces.h5"
     #: render SynthFaces into ``path`` first when it does not exist (only for the synthetic default)
     prepare_if_missing: bool = True
-    synthetic_images: int = 6000
+    synthetic_images: int = 8000
     synthetic_identities: int = 100
     train_split: str = "train"
     val_split: str = "val"

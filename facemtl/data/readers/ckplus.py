@@ -62,13 +62,8 @@ def scan(
         raise ConfigError(f"Invalid --contempt '{contempt}'. Use skip or disgust.")
     m = load_manifest("ckplus")
     root = Path(root)
-    if not root.is_dir():
-        problems.add_missing(f"root folder {root}")
-        return None
-    found, missing = m.locate(root)
-    for what in missing:
-        problems.add_missing(what)
-    if problems.missing:
+    found = m.locate_required(root, problems)
+    if found is None:
         return None
     img_root, emo_root = found["images"], found["emotion"]
     ids, paths, labels, subjects = [], [], [], []

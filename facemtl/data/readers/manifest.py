@@ -87,6 +87,17 @@ class Manifest:
                 missing.append(f"{role} ({' or '.join(spec.paths)} under {root})")
         return found, missing
 
+    def locate_required(self, root: Path, problems) -> dict[str, Path] | None:
+        """:meth:`locate`, recording a missing root folder or file in ``problems``; None if any is missing."""
+        root = Path(root)
+        if not root.is_dir():
+            problems.add_missing(f"root folder {root}")
+            return None
+        found, missing = self.locate(root)
+        for what in missing:
+            problems.add_missing(what)
+        return None if problems.missing else found
+
     def count_warnings(self, n_images: int, splits: Mapping[str, int] | None = None) -> list[str]:
         """Differences from the full dataset's counts, phrased as 'subset?' warnings."""
         names = [k for k in self.split_counts if (splits or {}).get(k) is not None]
@@ -117,7 +128,10 @@ def manifest_dir() -> Path:
     env = os.environ.get("FACEMTL_MANIFESTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "data_manifests"
+    repo = Path(__file__).resolve().parents[3] / "data_manifests"  # a source checkout
+    if repo.is_dir():
+        return repo
+    return Path(__file__).resolve().parents[2] / "manifests"  # installed: shipped inside the package
 
 
 def available() -> list[str]:

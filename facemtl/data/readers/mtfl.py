@@ -62,13 +62,8 @@ def scan(
         raise ConfigError(f"--context must be positive, got {context}.")
     m = load_manifest("mtfl")
     root = Path(root)
-    if not root.is_dir():
-        problems.add_missing(f"root folder {root}")
-        return None
-    found, missing = m.locate(root)
-    for what in missing:
-        problems.add_missing(what)
-    if problems.missing:
+    found = m.locate_required(root, problems)
+    if found is None:
         return None
     tables = {}
     for role in ("training", "testing"):

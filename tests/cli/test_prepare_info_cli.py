@@ -1,0 +1,69 @@
+"""`facemtl --help/--version`, `prepare synthetic` and `info` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from facemtl import __version__
+from facemtl.cli.main import app
+
+runner = CliRunner()
+COMMANDS = ["prepare", "info", "train", "evaluate", "ablate", "correlate", "export", "predict", "plot"]
+
+
+def test_version_and_help():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+    for cmd in COMMANDS:
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0, (cmd, r.output)
+        assert "Usage" in r.output
+
+
+def test_prepare_then_info(tmp_path):
+    out = tmp_path / "s.h5"
+    r = runner.invoke(app, ["prepare", "synthetic", "--out", str(out), "-n", "40", "--identities", "5", "--sizes", "32,56",
+                            "--scenes", "2", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["info", str(out), "--json"])
+    info = json.loads(r.output)
+    assert info["num_samples"] == 40 and info["sizes"] == [32, 56] and info["scenes"] == 2
+    assert sum(info["splits"].values()) == 40 and "landmarks" in info["tasks"]
+    assert info["provenance"]["generator"] == "SynthFaces"
+    r = runner.invoke(app, ["info", str(out)])
+    assert r.exit_code == 0 and "samples" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "0,abc"], "--sizes"),
+    (["--sizes", "4"], "between 8 and 1024"),
+    (["-n", "0"], "--num-images"),
+    (["--identities", "1"], "--identities"),
+])
+def test_prepare_bad_options(tmp_path, args, message):
+    out = tmp_path / "s.h5"
+    r = runner.invoke(app, ["prepare", "synthetic", "--out", str(out), "-n", "8", *args])
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+    assert not list(tmp_path.iterdir()), "nothing half-written"
+
+
+def test_prepare_refuses_existing_and_unwritable(tmp_path):
+    out = tmp_path / "s.h5"
+    out.write_bytes(b"keep me")
+    r = runner.invoke(app, ["prepare", "synthetic", "--out", str(out), "-n", "8"])
+    assert r.exit_code == 1 and "--force" in r.output and out.read_bytes() == b"keep me"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = runner.invoke(app, ["prepare", "synthetic", "--out", str(blocker / "s.h5"), "-n", "8"])
+    assert r.exit_code == 1 and "writable" in r.output
+
+
+def test_info_on_bad_files(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"definitely not hdf5")
+    for path, msg in ((junk, "not a readable HDF5"), (tmp_path / "none.h5", "does not exist")):
+        r = runner.invoke(app, ["info", str(path)])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
