@@ -246,6 +246,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         history: list[dict[str, Any]] = []
         weight_log: list[dict[str, Any]] = []
         best, best_epoch, bad_epochs = math.inf, -1, 0
+        partial_epoch: dict[str, Any] = {}  # running sums of an epoch cut short (restored on resume)
         if resume:
             state = load_checkpoint(last)
             if state.get("config_digest") != cfg.digest():
@@ -264,13 +265,14 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             history, weight_log = state.get("history", []), state.get("weight_log", [])
             best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
             set_rng_state(state["rng"])
+            partial_epoch = (state.get("partial_epoch") or {}) if skip_batches else {}
             log.info("resumed %s at epoch %d, batch %d", last, start_epoch + 1, skip_batches)
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "config.toml", to_toml(cfg))
         tb = _tensorboard(run_dir) if dist_info.is_main else None
 
-        def checkpoint(path: Path, epoch_done: int, batches_done: int) -> None:
+        def checkpoint(path: Path, epoch_done: int, batches_done: int, partial: dict[str, Any] | None = None) -> None:
             if not dist_info.is_main:
                 return
             save_checkpoint(path, {
@@ -278,7 +280,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                 "model": model.state_dict(), "weighting": strategy.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_done, "step": step,
                 "batches_done": batches_done, "rng": rng_state(), "best": best, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "history": history, "weight_log": weight_log,
+                "bad_epochs": bad_epochs, "history": history, "weight_log": weight_log, "partial_epoch": partial,
             })
 
         cb.on_train_start(epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch, tasks=task_names, run_dir=run_dir)
@@ -288,9 +290,11 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         for epoch in range(start_epoch, tcfg.epochs):
             train_loader.set_epoch(epoch)
             ep_t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            wsums: dict[str, float] = {}
-            nsteps = 0
+            # a resumed epoch continues the means of its first part, so its logs and the strategy see the whole epoch
+            sums: dict[str, float] = dict(partial_epoch.get("sums", {}))
+            wsums: dict[str, float] = dict(partial_epoch.get("wsums", {}))
+            nsteps = int(partial_epoch.get("nsteps", 0))
+            partial_epoch = {}
             bi = 0
             done_in_epoch = skip_batches
             try:
@@ -356,7 +360,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                     done_in_epoch = bi
                     cb.on_step(epoch=epoch, step=bi, losses=step_losses, weights={k: float(v) for k, v in weights.items()})
             except KeyboardInterrupt:
-                checkpoint(last, epoch, done_in_epoch)
+                checkpoint(last, epoch, done_in_epoch, {"sums": sums, "wsums": wsums, "nsteps": nsteps})
                 if dist_info.is_main:
                     write_text_atomic(run_dir / "weights.csv", _csv(weight_log))
                 log.warning("interrupted at epoch %d, batch %d; saved %s. Resume with: facemtl train --resume --out %s",
