@@ -37,6 +37,7 @@ def test_strategy_learns_and_resumes_exactly(name, synth_cache, tmp_path):
     resumed = train(cfg, resume=True)
     # the epoch cut in two logs the same means as the uninterrupted one (the strategy saw them too)
     assert np.allclose(hist["train_loss"], pd.DataFrame(resumed.history)["train_loss"], rtol=1e-5)
+    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-5)
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     for k in a["model"]:

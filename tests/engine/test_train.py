@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from facemtl.engine.config import apply_overrides, load_recipe
 from facemtl.engine.trainer import Callbacks, train
@@ -101,22 +100,7 @@ class StopAt(Callbacks):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("weighting", ["ew", "uw"])
-def test_resume_reproduces_uninterrupted_run(synth_cache, tmp_path, weighting):
-    over = {"tasks.names": ["landmarks", "smile", "pose"], "model.input_size": 56, "train.epochs": 2,
-            "train.max_steps_per_epoch": 8, "weighting.name": weighting, "weighting.options": {}}
-    full = train(quick("default", synth_cache, tmp_path / "full", **over))
-    cfg = quick("default", synth_cache, tmp_path / "cut", **over)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, callbacks=StopAt(epoch=1, step=3))
-    resumed = train(cfg, resume=True)
-    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
-    for k in a["model"]:
-        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
-    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-6)
-    wa, wb = pd.read_csv(tmp_path / "full" / "weights.csv"), pd.read_csv(tmp_path / "cut" / "weights.csv")
-    assert len(wa) == len(wb) and np.allclose(wa.filter(like="weight/").values, wb.filter(like="weight/").values)
+# Exact resume of every weighting strategy: tests/engine/test_strategies_e2e.py
 
 
 def test_resume_refuses_other_configuration(synth_cache, tmp_path):
