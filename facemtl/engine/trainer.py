@@ -265,7 +265,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             history, weight_log = state.get("history", []), state.get("weight_log", [])
             best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
             set_rng_state(state["rng"])
-            partial_epoch = (state.get("partial_epoch") or {}) if skip_batches else {}
+            partial_epoch = state.get("partial_epoch") or {}  # None after a completed epoch
             log.info("resumed %s at epoch %d, batch %d", last, start_epoch + 1, skip_batches)
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)

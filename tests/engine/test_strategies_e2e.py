@@ -36,12 +36,12 @@ def test_strategy_learns_and_resumes_exactly(name, synth_cache, tmp_path):
         train(cfg, callbacks=StopAt(epoch=1, step=3))
     resumed = train(cfg, resume=True)
     # the epoch cut in two logs the same means as the uninterrupted one (the strategy saw them too)
-    assert np.allclose(hist["train_loss"], pd.DataFrame(resumed.history)["train_loss"], rtol=1e-5)
-    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-5)
+    assert np.allclose(hist["train_loss"], pd.DataFrame(resumed.history)["train_loss"], rtol=1e-6)
+    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-6)
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     for k in a["model"]:
-        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
     wa, wb = pd.read_csv(tmp_path / "full" / "weights.csv"), pd.read_csv(tmp_path / "cut" / "weights.csv")
     cols = [c for c in wa.columns if c.startswith("weight/")]
-    assert len(wa) == len(wb) and np.allclose(wa[cols].values, wb[cols].values, atol=1e-5)
+    assert len(wa) == len(wb) and np.allclose(wa[cols].values, wb[cols].values)
