@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[test,export]"
+	$(BIN)/python -m pip install -q -e ".[test,export,real]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,6 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/facemtl train
 	$(BIN)/facemtl info data/synthfaces.h5
+	$(BIN)/facemtl evaluate runs/default --dataset lfw-subset
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

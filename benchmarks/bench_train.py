@@ -2,14 +2,15 @@
 
 Side by side in one run, the same model, batches of 64 and step code:
 
-- ``facemtl train`` (the engine) reading the cache in memory (the default for a cache this size);
+- ``facemtl train`` (the engine) reading the cache in memory (the default for a cache this size),
+  with each augmentation preset (none, light, standard, strong: their cost);
 - the engine reading the cache in streaming mode (chunk windows, as for caches larger than RAM);
 - a loop over the same number of batches that were materialised as tensors beforehand: the
   upper bound if data cost nothing.
 
 The engine reports its images/s and the fraction of wall time spent in ``next(loader)``.
 
-    python benchmarks/bench_train.py --num-images 4000 --steps 60
+    python benchmarks/bench_train.py --num-images 4000 --steps 60 --repeats 3
 """
 
 from __future__ import annotations
@@ -70,23 +71,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-images", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "facemtl-bench-train")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     cache = args.dir / f"synth{args.num_images}.h5"
     if not cache.exists():
-        prepare_synthetic(cache, num_images=args.num_images, identities=100, num_scenes=0)
+        prepare_synthetic(cache, num_images=args.num_images, identities=100, num_scenes=0, sizes=(64,))
     base = load_recipe("default")
     rows = []
-    for label, in_memory in (("engine, cache in memory", "true"), ("engine, streaming chunks", "false")):
-        cfg = apply_overrides(base, {"data.path": str(cache), "data.in_memory": in_memory, "out": str(args.dir / "run"),
-                                     "train.epochs": 1, "train.max_steps_per_epoch": args.steps, "train.val_batches": 1, "train.device": "cpu"})
-        res = train(cfg, force=True)
-        rows.append((label, res.images_per_second, res.data_wait_fraction))
-    rows.append(("pre-built tensors (no data cost)", tensor_loop(cfg, args.steps), 0.0))
+    runs = (("engine, cache in memory, augment none", "true", "none"), ("engine, cache in memory, augment light", "true", "light"),
+            ("engine, cache in memory, augment standard", "true", "standard"),
+            ("engine, cache in memory, augment strong", "true", "strong"), ("engine, streaming chunks, augment none", "false", "none"))
+    # interleaved repeats (A B C ... A B C ...), median per configuration: a shared machine's load
+    # drifts, and interleaving spreads the drift over every configuration alike
+    results: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(args.repeats):
+        for label, in_memory, augment in runs:
+            cfg = apply_overrides(base, {"data.path": str(cache), "data.in_memory": in_memory, "out": str(args.dir / "run"),
+                                         "train.epochs": 1, "train.max_steps_per_epoch": args.steps, "train.val_batches": 1,
+                                         "train.device": "cpu", "augment.preset": augment})
+            res = train(cfg, force=True)
+            results.setdefault(label, []).append((res.images_per_second, res.data_wait_fraction))
+        results.setdefault("pre-built tensors (no data cost)", []).append((tensor_loop(cfg, args.steps), 0.0))
+    for label, vals in results.items():
+        ips = sorted(v[0] for v in vals)[len(vals) // 2]
+        wait = sorted(v[1] for v in vals)[len(vals) // 2]
+        rows.append((label, ips, wait))
     print(f"\nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"default recipe ({base.model.backbone} at {base.model.input_size} px, tasks {', '.join(base.tasks.names)}), batch {base.train.batch_size}, {args.steps} steps\n")
+    print(f"default recipe ({base.model.backbone} at {base.model.input_size} px, tasks {', '.join(base.tasks.names)}), "
+          f"batch {base.train.batch_size}, {args.steps} steps, median of {args.repeats} interleaved repeats\n")
     print("| data path | images/s | share of step time waiting for data | images/s vs tensors |")
     print("|---|---|---|---|")
     for label, ips, wait in rows:

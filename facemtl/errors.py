@@ -33,6 +33,10 @@ class MissingFileError(FacemtlError, FileNotFoundError):
         return self.args[0] if self.args else "missing file"
 
 
+class MissingDependencyError(FacemtlError, ImportError):
+    """An optional package a feature needs is not installed; the message says how to install it."""
+
+
 class ConfigError(FacemtlError, ValueError):
     """An option or configuration value that cannot work (nonsense size, bad range, mismatch)."""
 

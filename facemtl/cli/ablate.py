@@ -19,7 +19,7 @@ def ablate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (runs/ inside, report files beside).")] = None,
     main: Annotated[Optional[str], typer.Option("--main", help="Main task (for main-plus-one and strategies with a main option).")] = None,
     subsets: Annotated[Optional[str], typer.Option("--subsets", help="all, singles, main-plus-one, a list like A+B,A+C,A, or none (only the --sweep points). Default: singles with --sweep, main-plus-one with --main, else all.")] = None,
-    weighting: Annotated[str, typer.Option("--weighting", help="Strategies for the multi-task subsets, comma-separated (ew, uw, dwu, ...).")] = "ew",
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="Strategies for the multi-task subsets, comma-separated (ew, uw, dwu, ...). Default: the recipe's.")] = None,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="TASK=START:STOP:STEP: fixed weight w of TASK, the others (1-w)/(n-1).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
@@ -30,6 +30,7 @@ def ablate(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr")] = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset (none, light, standard, strong); default: the recipe's.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the configurations and exit (nothing is trained or written).")] = False,
@@ -46,14 +47,17 @@ def ablate(
     from facemtl.reports.ablation_plan import plan_ablation
     from facemtl.reports.evaluate import HEADLINE
 
-    plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets, weightings=parse_name_list(weighting) or ["ew"],
-                         sweep=sweep, seeds=seeds)
     overrides: dict[str, Any] = {
         "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
         "train.max_steps_per_epoch": max_steps, "train.batch_size": batch_size, "train.lr": lr, "train.device": device,
+        "augment.preset": augment,
     }
     overrides.update(_parse_set(set_))
     base = build_config(recipe, overrides=overrides)
+    # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
+    plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets,
+                         weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
+                         strategy_defaults={base.weighting.name: dict(base.weighting.options)})
     if backbone is not None:  # another backbone: its own input size and options, not the recipe's
         import dataclasses
 

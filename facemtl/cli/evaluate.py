@@ -15,7 +15,7 @@ from facemtl.cli._common import console, handle_errors
 @handle_errors
 def evaluate(
     source: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint file.", show_default=False)],
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="celeba, lfwa, mtfl, synthetic (found under $FACEMTL_DATA, default data/) or PATH.h5; default: the run's training cache.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="celeba, lfwa, mtfl, synthetic (found under $FACEMTL_DATA, default data/), lfw-subset (real-face check, prepared on first use) or PATH.h5; default: the run's training cache.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to evaluate on (overrides the --dataset location).")] = None,
     split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default RUN/eval-SPLIT).")] = None,
@@ -30,11 +30,15 @@ def evaluate(
 
     Writes [bold]metrics.json[/], one CSV per task, [bold]summary.md[/], CED / ROC / confusion PNGs and
     the run's training curves. Definitions: docs/reports.md.
-    Example: [cyan]facemtl evaluate runs/tcdcn --dataset mtfl[/], [cyan]facemtl evaluate runs/default/best.pt --split val[/].
+    With [cyan]--dataset lfw-subset[/] it checks transfer to real faces: the face / non-face accuracy of the
+    detection task on scikit-image's 200 LFW crops (written to $FACEMTL_DATA/lfw-subset.h5 on first use).
+    Example: [cyan]facemtl evaluate runs/tcdcn --dataset mtfl[/], [cyan]facemtl evaluate runs/default/best.pt --split val[/],
+    [cyan]facemtl evaluate runs/default --dataset lfw-subset[/].
     """
     from dataclasses import replace
 
     from facemtl.errors import ConfigError
+    from facemtl.reports.evaluate import LFW_SUBSET
     from facemtl.reports.evaluate import evaluate as run_eval
     from facemtl.reports.evaluate import headline_table
     from facemtl.reports._io import fmt
@@ -57,6 +61,31 @@ def evaluate(
                   "↓" if row["better"] == "lower" else "↑", end_section=False)
         last = task
     console.print(t)
-    for name, why in result.skipped.items():
-        console.print(f"[yellow]skipped[/] {escape(name)}: {escape(why)}")
+    if doc.get("data_source") == LFW_SUBSET:
+        _lfw_subset_summary(result)
+    else:
+        for name, why in result.skipped.items():
+            console.print(f"[yellow]skipped[/] {escape(name)}: {escape(why)}")
     console.print(f"report: [bold]{result.out_dir}[/] (metrics.json, summary.md, CSV tables, PNG figures)")
+
+
+def _lfw_subset_summary(result) -> None:
+    """The real-face check's verdict in one sentence per detection task."""
+    from facemtl.reports._io import fmt
+
+    for r in result.reports:
+        if r.kind != "detection":
+            continue
+        m, info = r.metrics, r.info
+        line = (f"[bold]real-face check[/] (LFW-subset, {r.n} real crops: {info.get('faces', 0)} faces, "
+                f"{info.get('non_faces', 0)} non-faces): {escape(r.task)} face / non-face accuracy "
+                f"[bold]{fmt(m['accuracy'], 3)}[/] at face score >= 0.5 (chance 0.5)")
+        if "roc_auc" in m:
+            line += (f"; faces called faces {fmt(m['face_recall'], 3)}, non-faces called non-faces "
+                     f"{fmt(m['non_face_recall'], 3)}; ROC AUC {fmt(m['roc_auc'], 3)}")
+        console.print(line + ".", highlight=False)
+    if result.skipped:  # one line: MCFA alone has 30 tasks LFW-subset cannot measure
+        names = list(result.skipped)
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        console.print(f"[yellow]skipped[/] {escape(shown)}: LFW-subset has no labels for "
+                      f"{'it' if len(names) == 1 else 'them'} (it labels face / non-face only).", highlight=False)

@@ -3,6 +3,10 @@
 Every command takes the same cache options (``--out --sizes --workers --limit --force --resume
 --skip-bad --report``) plus ``--check``, which reports what is present, missing or inconsistent
 and writes nothing. The library side is :mod:`facemtl.data.readers`.
+
+``facemtl prepare lfw-subset`` is apart: scikit-image's 200 bundled LFW crops, a test-only set for
+``facemtl evaluate --dataset lfw-subset`` (:mod:`facemtl.data.readers.lfw_subset`); it takes only
+``--out --sizes --force``.
 """
 
 from __future__ import annotations
@@ -180,6 +184,29 @@ def register(app: typer.Typer) -> None:
         _run("ckplus", out, check, _common(sizes, workers, limit, force, resume, skip_bad, report),
              {"root": root, "peak_frames": peak_frames, "neutral": neutral, "contempt": contempt, "seed": seed,
               "val_fraction": val_fraction, "test_fraction": test_fraction})
+
+    @app.command("lfw-subset")
+    @handle_errors
+    def lfw_subset(
+        out: Out = None,
+        sizes: Sizes = "25,40,50,56,64,112,224",
+        force: Force = False,
+    ) -> None:
+        """[bold]LFW-subset[/]: scikit-image's 200 real 25x25 grey crops (100 faces, 100 non-faces), test split only.
+
+        A check of transfer to real faces, never a training set: only the face / non-face label, every image
+        in the test split. Needs scikit-image (bundled data, no download). Default --out:
+        $FACEMTL_DATA/lfw-subset.h5 (data/lfw-subset.h5), where [cyan]facemtl evaluate RUN --dataset lfw-subset[/]
+        looks (and prepares it itself when missing).
+
+        Example: [cyan]facemtl prepare lfw-subset --out data/lfw-subset.h5[/]
+        """
+        from facemtl.data.readers.lfw_subset import default_path, prepare_lfw_subset
+
+        path = prepare_lfw_subset(out or default_path(), parse_int_list(sizes, "--sizes"), force=force)
+        how = "--dataset lfw-subset" if out is None else f"--data {path}"
+        console.print(f"wrote [bold]{path}[/] (200 LFW-subset crops, test split only); evaluate a run on it with "
+                      f"[cyan]facemtl evaluate RUN {how}[/]")
 
     @app.command("folder")
     @handle_errors

@@ -115,6 +115,7 @@ def train(
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the trunk.")] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Model input size in pixels.")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Local state dict to initialise the backbone.")] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset: none, light, standard or strong (docs/training.md).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick runs).")] = None,
@@ -148,6 +149,7 @@ def train(
         "train.patience": patience, "train.grad_clip": grad_clip, "train.amp": amp, "train.device": device,
         "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,
         "train.seed": seed, "train.max_steps_per_epoch": max_steps, "out": str(out) if out else None,
+        "augment.preset": augment,
     }
     if weighting_args is not None:
         from facemtl.weighting import parse_weighting_args

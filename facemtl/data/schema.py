@@ -1,6 +1,6 @@
 """The facemtl HDF5 cache schema: a public contract (see ``docs/data-format.md``).
 
-Every producer (SynthFaces, the CelebA/LFWA/MTFL/FER2013/CK+/folder readers) writes this
+Every producer (SynthFaces, the CelebA/LFWA/MTFL/FER2013/CK+/folder/LFW-subset readers) writes this
 layout and every consumer reads it. One file holds N samples:
 
 ``/images/<S>``            uint8 (N, S, S, 3) RGB, one dataset per square size S (e.g. 56, 112, 224)

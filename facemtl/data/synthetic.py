@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +75,12 @@ def prepare_synthetic(
     force: bool = False,
     resume: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    **synth_options: Any,
 ) -> Path:
-    """Render ``num_images`` SynthFaces samples (plus ``num_scenes`` detection scenes) into ``out``."""
+    """Render ``num_images`` SynthFaces samples (plus ``num_scenes`` detection scenes) into ``out``.
+
+    ``synth_options`` are further :class:`~facemtl.data.synth.SynthConfig` fields (e.g.
+    ``camera_effects=False``); they are recorded in the provenance like the others."""
     from facemtl.data.synth import SYNTH_ATTRIBUTES, SynthConfig
 
     sizes = validate_sizes(sizes)
@@ -85,7 +90,10 @@ def prepare_synthetic(
         raise ConfigError(f"--identities must be at least 2, got {identities}.")
     if num_scenes < 0:
         raise ConfigError(f"--scenes must be 0 or more, got {num_scenes}.")
-    cfg = SynthConfig(seed=seed, identities=identities, sizes=tuple(sizes))
+    unknown = sorted(set(synth_options) - {f.name for f in dataclasses.fields(SynthConfig)})
+    if unknown:
+        raise ConfigError(f"unknown SynthFaces option(s) {unknown}; see SynthConfig in docs/synthfaces.md.")
+    cfg = SynthConfig(seed=seed, identities=identities, sizes=tuple(sizes), **synth_options)
     provenance = {"generator": "SynthFaces", "config": dataclasses.asdict(cfg), "num_images": num_images}
     writer = CacheWriter(
         out, num_samples=num_images, sizes=sizes, attribute_names=SYNTH_ATTRIBUTES, source="synthetic",

@@ -58,6 +58,17 @@ def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]
     return state
 
 
+def legacy_task_options(cfg, model_state: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.tasks.options``, with ``head = "linear"`` pinned for a landmark task whose weights are
+    a linear head: checkpoints of facemtl 0.1.0 predate the heatmap head (now the default on
+    backbones with feature maps) and would not load into it otherwise."""
+    options = {k: dict(v) for k, v in cfg.tasks.options.items()}
+    if "landmarks" in cfg.tasks.names and "head" not in options.get("landmarks", {}) \
+            and "heads.landmarks.0.weight" in model_state:
+        options.setdefault("landmarks", {})["head"] = "linear"
+    return options
+
+
 def build_from_checkpoint(state: dict[str, Any]):
     """Rebuild ``(model, tasks, config, data_info)`` from a loaded checkpoint, weights loaded, in eval mode."""
     from facemtl.engine.config import RunConfig
@@ -66,7 +77,7 @@ def build_from_checkpoint(state: dict[str, Any]):
 
     cfg = RunConfig.from_dict(state["config"], f"checkpoint {state.get('_path', '')}")
     info = DataInfo.from_dict(state["data_info"])
-    tasks = build_tasks(list(cfg.tasks.names), info, cfg.tasks.options)
+    tasks = build_tasks(list(cfg.tasks.names), info, legacy_task_options(cfg, state["model"]))
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, **cfg.model.options)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if missing or unexpected:

@@ -1,7 +1,7 @@
 """Frozen run configuration: data, model, tasks, weighting and training settings.
 
 Recipes are TOML files with the same sections (``[data]``, ``[model]``, ``[tasks]``,
-``[weighting]``, ``[train]``) plus top-level ``name``, ``description``, ``paper`` and
+``[weighting]``, ``[train]``, ``[augment]``) plus top-level ``name``, ``description``, ``paper`` and
 ``written_for``. CLI flags override recipe values through :func:`apply_overrides` with dotted
 keys (``train.epochs=3``). The resolved configuration is written into every run folder.
 """
@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from facemtl.data.augment import AugmentConfig
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 
 
@@ -27,6 +28,8 @@ class DataConfig:
     prepare_if_missing: bool = True
     synthetic_images: int = 8000
     synthetic_identities: int = 100
+    #: sizes rendered when SynthFaces is prepared on the fly; empty: the sizes the model reads
+    synthetic_sizes: tuple[int, ...] = ()
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 0
@@ -90,6 +93,7 @@ class RunConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     # -- conversions ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -111,7 +115,10 @@ class RunConfig:
         return Path(self.out or f"runs/{self.name}")
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "tasks": TasksConfig, "weighting": WeightingConfig, "train": TrainConfig}
+_SECTIONS = {
+    "data": DataConfig, "model": ModelConfig, "tasks": TasksConfig, "weighting": WeightingConfig, "train": TrainConfig,
+    "augment": AugmentConfig,
+}
 
 
 def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
@@ -141,6 +148,8 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
             return int(v)
         if t.startswith("float"):
             return float(v)
+        if t.startswith("tuple[int"):
+            return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
         if t == "bool":
             if isinstance(v, str):
                 if v.lower() in ("1", "true", "yes", "on"):
@@ -163,7 +172,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             continue
         node = d
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
+            if p not in node and "options" in parts[:i]:  # free-form option tables: tasks.options.landmarks.loss
+                node[p] = {}
             if p not in node or not isinstance(node[p], dict):
                 raise ConfigError(f"unknown setting '{key}'.")
             node = node[p]

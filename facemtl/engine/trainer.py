@@ -4,6 +4,7 @@ checkpoints and returns a :class:`TrainResult`.
 One step::
 
     inputs  = uint8 batch -> float [0,1] on the device (resized there if the cache lacks the size)
+    inputs, labels = augment(inputs, labels)                  # training only: facemtl.data.augment
     feats   = model.forward_features(*inputs)                 # under autocast (bf16 on CUDA)
     ctx     = StepContext.build(feats, shared params, grad mode of the strategy)
     outputs = model.forward_heads(ctx.head_inputs)
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facemtl.data.augment import BatchAugment
 from facemtl.data.cache import FaceCache
 from facemtl.data.loader import CacheLoader, images_to_float, to_device
 from facemtl.engine import distributed
@@ -78,9 +80,15 @@ def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> FaceCache:
             raise MissingFileError(f"cache {path} does not exist; create it with `facemtl prepare` or point --data at a cache.")
         if dist_info.is_main:
             from facemtl.data.synthetic import prepare_synthetic
+            from facemtl.models import input_sizes
 
-            log.info("%s not found: rendering %d SynthFaces images into it", path, cfg.data.synthetic_images)
-            prepare_synthetic(path, num_images=cfg.data.synthetic_images, identities=cfg.data.synthetic_identities, resume=True)
+            # only the sizes this model reads (a 224 px render costs many times a 64 px one)
+            sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(
+                input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
+            log.info("%s not found: rendering %d SynthFaces images (%s px) into it", path, cfg.data.synthetic_images,
+                     ", ".join(map(str, sizes)))
+            prepare_synthetic(path, num_images=cfg.data.synthetic_images, identities=cfg.data.synthetic_identities,
+                              sizes=sizes, resume=True)
         distributed.barrier()
     return FaceCache(path)
 
@@ -214,7 +222,12 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             device = torch.device("cuda", dist_info.local_rank)
         cache = ensure_data(cfg, dist_info)
         info = DataInfo.from_cache(cache)
-        tasks = build_tasks(list(cfg.tasks.names), info, cfg.tasks.options)
+        task_options = cfg.tasks.options
+        if resume:  # a 0.1.0 run resumes with the linear landmark head it was trained with
+            from facemtl.engine.checkpoint import legacy_task_options
+
+            task_options = legacy_task_options(cfg, load_checkpoint(last)["model"])
+        tasks = build_tasks(list(cfg.tasks.names), info, task_options)
         task_names = [t.name for t in tasks]
         model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights, **cfg.model.options)
         model.to(device)
@@ -240,6 +253,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         shared_params = model.shared_parameters()
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
         fwd_features = torch.compile(model.forward_features) if tcfg.compile else model.forward_features
+        augment = BatchAugment(cfg.augment, seed=tcfg.seed + 1_000_003 * dist_info.rank)
+        augment = augment if augment.enabled else None
 
         # -- state (fresh or resumed) --
         start_epoch, step, skip_batches = 0, 0, 0
@@ -319,8 +334,13 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                     # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
                     loss_scale = scaler.scale(torch.ones((), device=device)) if scaler is not None else 1.0
                     active = set(strategy.active_tasks())
+                    inputs = make_inputs(batch, plan, channels_last)
+                    if augment is not None:  # per-sample draw from (seed, epoch, batch): resumes exactly
+                        inputs, batch = augment(inputs, batch, epoch=epoch, batch_index=bi)
+                        if channels_last:
+                            inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
                     with autocast():
-                        feats = fwd_features(*make_inputs(batch, plan, channels_last))
+                        feats = fwd_features(*inputs)
                         ctx = StepContext.build(feats, shared_params, grad_mode, step=step, epoch=epoch, loss_scale=loss_scale)
                         outputs = model.forward_heads(ctx.head_inputs)
                         losses = task_losses(tasks, outputs, batch, model.criteria, active)

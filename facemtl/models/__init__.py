@@ -32,6 +32,16 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
+def input_sizes(backbone: str, input_size: int | None = None, **backbone_options: Any) -> list[int]:
+    """The square image sizes a model of ``backbone`` reads (one per input; MCFA's cascade has three)."""
+    builder = BACKBONES.get(backbone)
+    check_options(backbone, builder, backbone_options)
+    built = builder(input_size=input_size, **backbone_options)
+    if isinstance(built, CascadeSpec):
+        return [b.input_size for b in built.stages]
+    return [built.input_size]
+
+
 def build_model(
     backbone: str, tasks: Sequence[Task], *, input_size: int | None = None, weights: str | None = None,
     **backbone_options: Any,

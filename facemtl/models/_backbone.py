@@ -47,6 +47,9 @@ class Backbone:
                   is ``Sequential(branch=..., out=task_head)``
     ignore_keys:  key prefixes dropped from foreign weight files (torchvision's ``fc.``)
     options:      the resolved builder options, for ``describe()`` and checkpoints
+    taps:         indices into ``trunk`` (an ``nn.Sequential``) after which a feature map is exposed
+                  to spatial heads (coarse to fine order is not required); ``tap_channels`` their
+                  channel counts. Empty: the backbone offers no maps and every head is a vector head.
     """
 
     trunk: nn.Module
@@ -59,6 +62,8 @@ class Backbone:
     branch_dim: int = 0
     ignore_keys: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    taps: tuple[int, ...] = ()
+    tap_channels: tuple[int, ...] = ()
 
     @property
     def head_in_features(self) -> int:

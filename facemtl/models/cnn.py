@@ -125,7 +125,8 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
     stem conv s2 (w) -> [conv s2 + conv] x 3 (2w, 4w, 8w) -> average pool to 4x4 -> fc 8w (BN, ReLU).
     The 4x4 layout keeps where things are (landmarks, boxes), which global pooling would discard.
     Default ``width=32``: 256-d feature, about 2.2 M parameters, about 46 MMAC per image at 64 px.
-    Any size from 32 px up works (the output stride is 16).
+    Any size from 32 px up works (the output stride is 16). The three stages' feature maps (strides
+    4, 8, 16) are exposed to spatial heads (the landmark heatmap head, :mod:`facemtl.tasks.heatmap`).
     """
     size = resolve_size("small", input_size, 64)
     if size < 32:
@@ -133,9 +134,11 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
     w = int(width)
     layers: list[nn.Module] = conv_bn_relu(3, w, stride=2)  # (B, w, S/2, S/2)
     cin = w
+    taps = []
     for c in (2 * w, 4 * w, 8 * w):  # each stage halves the resolution
         layers += conv_bn_relu(cin, c, stride=2) + conv_bn_relu(c, c)
         cin = c
+        taps.append(len(layers) - 1)  # after each stage's last ReLU: strides 4, 8, 16
     # Keep a coarse layout (at most 4x4) instead of global pooling: landmarks and boxes need to know
     # *where*. The final map is ceil(S/16) wide; average it in k x k windows (ceil mode, k fixed
     # at build time) rather than with AdaptiveAvgPool2d(4), which ONNX cannot export when the map
@@ -150,7 +153,7 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
         nn.Linear(cin * grid * grid, feat), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),  # (B, 8w)
     )
     init_relu_net(trunk)
-    return Backbone(trunk, feat, size, 3, options={"width": w})
+    return Backbone(trunk, feat, size, 3, options={"width": w}, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w))
 
 
 # -- famo9: the CelebA benchmark network of FAMO / Nash-MTL --------------------------------------

@@ -41,6 +41,14 @@ class MultiTaskModel(nn.Module):
         self.feature_dims: list[int] = [backbone.feature_dim]
         self.trunk = backbone.trunk
         self.heads = nn.ModuleDict({t.name: make_head(t, backbone) for t in tasks})
+        #: tasks whose head reads the trunk's feature maps (``forward_features`` returns them after
+        #: the vector only when such a head exists, so other models keep a single representation)
+        self.map_tasks: tuple[str, ...] = tuple(n for n, h in self.heads.items() if getattr(h, "reads_maps", False))
+        # only the maps some head reads are returned (an unread map would carry no gradient)
+        needed = sorted({i for n in self.map_tasks for i in self.heads[n].used})
+        self.taps: tuple[int, ...] = tuple(backbone.taps[i] for i in needed)
+        self.map_channels: tuple[int, ...] = tuple(backbone.tap_channels[i] for i in needed)
+        self._map_slots = {n: tuple(needed.index(i) for i in self.heads[n].used) for n in self.map_tasks}
 
     def _init_common(self, tasks: Sequence[Task], config: dict[str, Any], backbone: Backbone) -> None:
         names = [t.name for t in tasks]
@@ -60,11 +68,25 @@ class MultiTaskModel(nn.Module):
         """images: one (B, 3, S, S) float RGB batch in [0, 1] at ``input_spec`` size -> [(B, D)]."""
         if len(images) != len(self.input_spec):
             raise ConfigError(f"model takes {len(self.input_spec)} image batch(es) {self.input_spec}, got {len(images)}.")
-        return [self.trunk(self.preprocess(images[0]))]  # [(B, D)]
+        x = self.preprocess(images[0])
+        if not self.taps:
+            return [self.trunk(x)]  # [(B, D)]
+        maps = []
+        for i, layer in enumerate(self.trunk):  # static indices: traces and exports like the plain call
+            x = layer(x)
+            if i in self.taps:
+                maps.append(x)
+        return [x, *maps]  # [(B, D), (B, C1, H1, W1), ...] in ``taps`` order
 
     def forward_heads(self, feats: Sequence[Tensor]) -> dict[str, Tensor | list[Tensor]]:
-        """Shared features -> {task: (B, out_dim)}."""
-        return {name: head(feats[0]) for name, head in self.heads.items()}
+        """Shared features -> {task: (B, out_dim)}; map heads get the feature maps, the others the vector."""
+        out = {}
+        for name, head in self.heads.items():
+            if name in self._map_slots:
+                out[name] = head([feats[1 + k] for k in self._map_slots[name]])
+            else:
+                out[name] = head(feats[0])
+        return out
 
     def forward(self, *images: Tensor) -> dict[str, Tensor]:
         """Inference: {task: (B, out_dim)} (what export traces)."""
@@ -113,7 +135,12 @@ class MultiTaskModel(nn.Module):
 
 
 def make_head(task: Task, backbone: Backbone, in_features: int | None = None) -> nn.Module:
-    """The task's head, behind the backbone's per-task branch when it has one."""
+    """The task's head, behind the backbone's per-task branch when it has one; a spatial head on
+    the backbone's feature maps when the task asks for one and the backbone exposes them."""
+    if backbone.tap_channels and backbone.branch is None and in_features is None:
+        head = task.build_map_head(backbone.tap_channels)
+        if head is not None:
+            return head
     if backbone.branch is None:
         return task.build_head(in_features or backbone.feature_dim)
     return nn.Sequential(OrderedDict(branch=backbone.branch(), out=task.build_head(backbone.branch_dim)))

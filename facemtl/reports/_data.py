@@ -3,6 +3,8 @@
 Dataset locations: ``--data PATH.h5`` wins; else ``--dataset NAME`` is looked up as
 ``$FACEMTL_DATA/<file>`` (default folder ``data/``) with the file names of ``facemtl prepare``'s
 examples (:data:`DATASET_FILES`); else the cache the run was trained on (its ``config.toml``).
+``--dataset lfw-subset`` (:mod:`facemtl.data.readers.lfw_subset`, the real-face check) is prepared
+there automatically on first use, from the copy bundled with scikit-image.
 
 A model trained on one cache can be evaluated on another: attribute columns are matched *by
 name* (a model trained on SynthFaces' 29 attributes reads those 29 columns of CelebA's 40), and
@@ -26,7 +28,10 @@ from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 log = logging.getLogger(__name__)
 
 #: --dataset NAME -> cache file name under $FACEMTL_DATA (default ./data)
-DATASET_FILES = {"celeba": "celeba.h5", "lfwa": "lfwa.h5", "mtfl": "mtfl.h5", "synthetic": "synthfaces.h5"}
+DATASET_FILES = {"celeba": "celeba.h5", "lfwa": "lfwa.h5", "mtfl": "mtfl.h5", "synthetic": "synthfaces.h5",
+                 "lfw-subset": "lfw-subset.h5"}
+#: --dataset names whose cache is written on first use when missing (no download, nothing to give)
+AUTO_PREPARED = ("lfw-subset",)
 
 
 def data_root() -> Path:
@@ -46,7 +51,12 @@ def resolve_dataset(dataset: str | None, data: str | os.PathLike | None, default
     elif default:
         path, why = Path(default), "the run's training cache"
     else:
-        raise ConfigError("no data given: pass --dataset celeba|lfwa|mtfl|synthetic|PATH.h5 or --data PATH.h5.")
+        raise ConfigError("no data given: pass --dataset celeba|lfwa|mtfl|synthetic|lfw-subset|PATH.h5 or --data PATH.h5.")
+    if not path.exists() and dataset in AUTO_PREPARED and data is None:
+        from facemtl.data.readers.lfw_subset import prepare_lfw_subset
+
+        log.info("%s not found: preparing it from scikit-image's bundled LFW subset (200 real crops, a few seconds)", path)
+        prepare_lfw_subset(path, force=True)  # force: a concurrent first use may have just written it
     if not path.exists():
         hint = ""
         if dataset in DATASET_FILES and data is None:

@@ -154,8 +154,12 @@ def _subsets(mode: str, tasks: tuple[str, ...], main: str | None) -> list[tuple[
 def plan_ablation(
     tasks: list[str] | tuple[str, ...], *, main: str | None = None, subsets: str | None = None,
     weightings: list[str] | tuple[str, ...] = ("ew",), sweep: str | None = None, seeds: int = 1,
+    strategy_defaults: dict[str, dict] | None = None,
 ) -> Plan:
-    """The configurations of an ablation (module docstring); every input is checked here, before training."""
+    """The configurations of an ablation (module docstring); every input is checked here, before training.
+
+    ``strategy_defaults`` maps a strategy to the options a recipe gives it (``tcdcn``'s ``k``...);
+    they apply wherever that strategy is trained, except ``main``, which follows ``--main``."""
     from facemtl.weighting import WEIGHTINGS, build_weighting, strategy_options
 
     tasks = tuple(t.strip() for t in tasks if t.strip())
@@ -189,7 +193,9 @@ def plan_ablation(
         else:
             cands = []
             for w in weightings:
-                opts = {"main": main} if main in subset and "main" in strategy_options(w) else {}
+                opts = {k: v for k, v in (strategy_defaults or {}).get(w, {}).items() if k != "main"}
+                if main in subset and "main" in strategy_options(w):
+                    opts["main"] = main
                 build_weighting(w, list(subset), **dict(opts))  # bad option combinations fail now, not after hours
                 cands.append(Configuration(subset, w, opts))
         for c in cands:

@@ -86,7 +86,11 @@ def head_vectors(model, tasks, reduce: str = "norm", stage: int = -1) -> tuple[d
     vectors: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     for t in tasks:
-        lin = model.last_linear(t.name, stage)
+        try:
+            lin = model.last_linear(t.name, stage)
+        except ConfigError:
+            skipped[t.name] = "its head has no linear layer on the shared features (a heatmap head reads feature maps)"
+            continue
         if lin.in_features != width:
             skipped[t.name] = (f"its last linear layer reads {lin.in_features} values, not the {width} shared features "
                                "(a hidden layer or per-task branch sits in between)")

@@ -48,9 +48,24 @@ DEFINITIONS = {
     "balanced_accuracy": "mean of the recalls of the classes present (TPR + TNR) / 2; 0.5 for the majority-class baseline",
     "baseline": "the same metric of a trivial predictor: the majority class of the evaluated split (attributes, expression, pose, face / non-face) or the mean landmark shape of the training split (landmarks)",
     "f1": "2 TP / (2 TP + FP + FN) at probability >= 0.5, 0 when undefined",
+    "detection_accuracy": "face / non-face crops: fraction whose face probability is on the right side of 0.5; face_recall and non_face_recall: the same on faces and on non-faces alone",
     "verification": "cosine similarity of L2-normalised embeddings on balanced genuine / impostor pairs of the split's identities",
     "scene_detection": "sliding windows + NMS on the cache's scenes; a face is found when a box with score >= 0.5 has IoU >= 0.5",
 }
+
+
+#: cache source of the real-face check (:mod:`facemtl.data.readers.lfw_subset`)
+LFW_SUBSET = "lfw-subset"
+LFW_SUBSET_DEFINITION = (
+    "real-face check: scikit-image's LFW subset, 100 real faces (tight 25 px LFW crops, upscaled) and 100 real "
+    "non-face patches; accuracy = fraction of the 200 crops whose face probability is on the right side of 0.5 "
+    "(fixed, never tuned on these images), face_recall / non_face_recall the same on faces / non-faces alone, "
+    "ROC AUC threshold-free; chance is 0.5. It measures transfer to real faces and is never used for training"
+)
+LFW_SUBSET_NOTE = (
+    "LFW-subset: 100 real faces and 100 real non-faces, measuring only; the faces are tight LFW crops (face fills "
+    "nearly the whole square), framed tighter than SynthFaces' (head 62-78 % of the side)"
+)
 
 
 @dataclass
@@ -90,10 +105,17 @@ def evaluate(
     state = load_checkpoint(source)
     model, tasks, cfg, info = build_from_checkpoint(state)
     run_dir = run_folder_of(source)
+    if dataset == LFW_SUBSET and data is None:
+        require_detection(tasks, source)  # before preparing the cache it would be refused on
     path = resolve_dataset(dataset, data, cfg.data.path)
     cache = FaceCache(path)
+    real_check = cache.source == LFW_SUBSET
+    if real_check:
+        require_detection(tasks, source)
     adapter = LabelAdapter.build(info.attribute_names, cache)
     keep, skipped = label_check(tasks, cache, split, adapter)
+    if real_check:
+        skipped = {name: lfw_subset_skip_reason(next(t for t in tasks if t.name == name)) for name in skipped}
     if out is None:
         base = run_dir if run_dir is not None else source.with_suffix("")
         same = Path(cfg.data.path).resolve() == path.resolve()
@@ -112,6 +134,10 @@ def evaluate(
             continue
         reports.append(r)
     _identity_note(reports, cache, split)
+    if real_check:
+        for r in reports:
+            if r.kind == "detection":
+                r.notes.append(LFW_SUBSET_NOTE)
     if scenes:
         _add_scenes(reports, model, cache, split, dev, scan)
     if not reports:
@@ -123,7 +149,8 @@ def evaluate(
         "checkpoint": state["_path"], "run": str(run_dir) if run_dir else None, "recipe": cfg.name,
         "backbone": cfg.model.backbone, "epoch": int(state.get("epoch", 0)), "weighting": cfg.weighting.name,
         "data": str(path), "data_source": cache.source, "split": split, "samples": int(len(cache.indices(split))),
-        "tasks": {}, "skipped": skipped, "definitions": DEFINITIONS,
+        "tasks": {}, "skipped": skipped,
+        "definitions": {**DEFINITIONS, "lfw_subset": LFW_SUBSET_DEFINITION} if real_check else DEFINITIONS,
     }
     with staged_dir(out, last=("metrics.json",)) as tmp:
         for r in reports:
@@ -150,6 +177,24 @@ def evaluate(
         write_json_atomic(tmp / "metrics.json", doc)
     log.debug("wrote the evaluation report to %s", out)
     return EvalResult(out, doc, reports, skipped)
+
+
+def require_detection(tasks, source: Path) -> None:
+    """The LFW-subset check measures face / non-face classification: refuse a model without a detection head."""
+    from facemtl.tasks.kinds import DetectionTask
+
+    if not any(isinstance(t, DetectionTask) for t in tasks):
+        from facemtl.errors import ConfigError
+
+        raise ConfigError(
+            f"the lfw-subset check measures face / non-face accuracy and needs a `detection` task, but {source} has "
+            f"only {', '.join(t.name for t in tasks)}; evaluate a run trained with detection (recipes default and "
+            "mcfa have it, or `facemtl train --tasks detection,...`)."
+        )
+
+
+def lfw_subset_skip_reason(task) -> str:
+    return f"LFW-subset has no '{task.label_key}' labels (it labels face / non-face only), so this task is not measured"
 
 
 def raise_no_metrics(skipped: dict[str, str], path: Path, split: str) -> None:

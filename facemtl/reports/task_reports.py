@@ -8,7 +8,8 @@ Every number comes from :mod:`facemtl.metrics` (definitions in docs/reports.md):
   (attributes, classes, face / non-face) or the mean training shape (landmarks);
 - landmarks: NME normalised by the inter-ocular distance (between the two eye landmarks, i.e.
   eye centres), failure rate at NME > 0.10, the CED curve and its AUC up to 0.10, per-point error;
-- detection (crops): ROC AUC and average precision of face / non-face, accuracy at 0.5, IoU of
+- detection (crops): ROC AUC and average precision of face / non-face, accuracy at 0.5 (and the
+  recall of faces and of non-faces at 0.5), IoU of
   the regressed boxes of faces (mean, and the fraction with IoU >= 0.5);
 - identity: verification on balanced genuine / impostor pairs: ROC, AUC, EER, TAR at FAR 1e-3 and 1e-2;
 - expression and pose: accuracy, macro recall, per-class recall, confusion matrix (pose also the
@@ -160,6 +161,8 @@ def _detection(task, c, stem: str) -> TaskReport | str:
     notes = []
     figures: dict[str, Callable[[Path], None]] = {}
     if face.any() and (~face).any():
+        metrics["face_recall"] = float((score[face] >= 0.5).mean())  # faces called faces (TPR at 0.5)
+        metrics["non_face_recall"] = float((score[~face] < 0.5).mean())  # non-faces called non-faces (TNR at 0.5)
         metrics["roc_auc"] = roc_auc(score, face)
         metrics["average_precision"] = average_precision(score, face)
         fpr, tpr, _ = roc_curve(score, face)

@@ -61,6 +61,11 @@ class Task:
     def build_head(self, in_features: int) -> nn.Module:
         return linear_head(in_features, self.out_dim, self.hidden)
 
+    def build_map_head(self, channels: tuple[int, ...]) -> nn.Module | None:
+        """A head on the backbone's feature maps (``channels`` per map, fine to coarse), or None for
+        a vector head. The module sets ``reads_maps = True`` and takes the list of maps."""
+        return None
+
     def build_criterion(self) -> nn.Module | None:
         """Learnable parts of the loss that are not part of the deployed network (centre-loss centres)."""
         return None

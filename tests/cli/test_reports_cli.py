@@ -64,6 +64,15 @@ def test_ablate_dry_run_lists_configurations(base):
     assert "6 configurations x 2 seed(s) = 12 runs" in res.output and "landmarks+pose [landmarks=0.5]" in res.output
 
 
+def test_ablate_uses_the_recipes_strategy_unless_told(base):
+    data = str(synth_cache(base))
+    res = ok(["ablate", "--recipe", "tcdcn", "--tasks", "landmarks,pose", "--main", "landmarks", "--dry-run", "--data", data])
+    assert "landmarks+pose [tcdcn]" in res.output and "main=landmarks" in res.output and "[ew]" not in res.output
+    res = ok(["ablate", "--recipe", "tcdcn", "--tasks", "landmarks,pose", "--main", "landmarks", "--weighting", "ew,dwu",
+              "--dry-run", "--data", data])
+    assert "landmarks+pose [ew]" in res.output and "landmarks+pose [dwu]" in res.output and "[tcdcn]" not in res.output
+
+
 def test_bad_inputs(base, tmp_path):
     out = tmp_path / "report"
     fails(["evaluate", str(tmp_path / "missing-run"), "--out", str(out)], "does not exist")

@@ -89,7 +89,7 @@ def test_all_sizes_come_from_one_render():
 
 def test_negative_fraction(batch):
     frac = np.mean([s["face"] == 0 for s in batch])
-    assert 0.06 < frac < 0.14
+    assert 0.19 < frac < 0.31  # default 0.25
 
 
 def test_config_errors():
@@ -134,7 +134,7 @@ def test_nose_moves_with_yaw():
 
 
 def test_pupil_is_dark_at_the_eye_landmarks():
-    cfg = SynthConfig(sizes=(224,))
+    cfg = SynthConfig(sizes=(224,), camera_effects=False)  # pixel-exact thresholds: no JPEG, no low resolution
     plain = {"Eyeglasses": 0, "Smiling": 0, "Blurry": 0, "Narrow_Eyes": 0, "Wearing_Hat": 0}
     for ident in range(8):
         s = render_face_with_attributes(ident, plain, cfg, 224, index=ident, pose=(0, 0, 0))

@@ -14,7 +14,10 @@ from facemtl.errors import CheckpointError, ConfigError, TrainingDiverged, Unkno
 
 
 def quick(recipe, cache, out, **over):
-    base = {"data.path": str(cache), "out": str(out), "train.device": "cpu", "train.batch_size": 32, "train.epochs": 2}
+    # a few dozen steps on a tiny cache: without augmentation, which has its own tests (tests/data/test_augment.py
+    # and test_augmented_training_resumes_exactly below), the losses fall reliably within them
+    base = {"data.path": str(cache), "out": str(out), "train.device": "cpu", "train.batch_size": 32, "train.epochs": 2,
+            "augment.preset": "none"}
     base.update(over)
     return apply_overrides(load_recipe(recipe), base)
 
@@ -103,6 +106,25 @@ class StopAt(Callbacks):
 # Exact resume of every weighting strategy: tests/engine/test_strategies_e2e.py
 
 
+def test_augmented_training_resumes_exactly(synth_cache, tmp_path):
+    """Augmentation draws from (seed, epoch, batch): a run cut mid-epoch ends with the same weights."""
+    import torch
+
+    over = {"tasks.names": ["landmarks", "pose", "smile"], "model.input_size": 56, "train.epochs": 2,
+            "train.max_steps_per_epoch": 5, "augment.preset": "strong"}
+    full = train(quick("default", synth_cache, tmp_path / "full", **over))
+    cfg = quick("default", synth_cache, tmp_path / "cut", **over)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=StopAt(epoch=1, step=2))
+    resumed = train(cfg, resume=True)
+    assert np.allclose([r["train_loss"] for r in full.history], [r["train_loss"] for r in resumed.history], rtol=1e-6)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    plain = train(quick("default", synth_cache, tmp_path / "plain", **{**over, "augment.preset": "none"}))
+    assert plain.history[0]["train_loss"] != full.history[0]["train_loss"]  # the augmentation did change the batches
+
+
 def test_resume_refuses_other_configuration(synth_cache, tmp_path):
     over = {"tasks.names": ["landmarks"], "model.input_size": 56, "train.epochs": 1, "train.max_steps_per_epoch": 2}
     train(quick("default", synth_cache, tmp_path / "r", **over))
@@ -156,3 +178,33 @@ def test_bf16_autocast_on_cpu(synth_cache, tmp_path):
                                                             "train.amp": "bf16", "train.epochs": 1, "train.max_steps_per_epoch": 6})
     res = train(cfg)
     assert math.isfinite(res.history[-1]["train_loss"])
+
+
+def test_missing_synthfaces_is_rendered_at_the_models_sizes_only(tmp_path):
+    from facemtl.data.cache import FaceCache
+
+    cfg = quick("default", tmp_path / "auto.h5", tmp_path / "run", **{
+        "data.synthetic_images": 160, "data.synthetic_identities": 10, "model.input_size": 48, "tasks.names": ["landmarks"],
+        "train.epochs": 1, "train.max_steps_per_epoch": 1})
+    train(cfg)
+    assert tuple(FaceCache(tmp_path / "auto.h5").sizes) == (48,)
+
+
+def test_checkpoints_from_before_the_heatmap_head_still_load_and_resume(synth_cache, tmp_path):
+    """0.1.0 runs hold a linear landmark head and no ``head`` option: evaluate and resume keep it."""
+    import torch
+
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint
+
+    over = {"tasks.names": ["landmarks", "smile"], "model.input_size": 48, "train.epochs": 1, "train.max_steps_per_epoch": 2,
+            "tasks.options": {"landmarks": {"head": "linear"}}}
+    train(quick("default", synth_cache, tmp_path / "old", **over))
+    for name in ("last.pt", "best.pt"):  # what 0.1.0 wrote: no head option
+        state = torch.load(tmp_path / "old" / name, weights_only=False)
+        state["config"]["tasks"]["options"] = {}
+        state["config_digest"] = apply_overrides(load_recipe("default"), {**over, "tasks.options": {}}).digest()
+        torch.save(state, tmp_path / "old" / name)
+    model, *_ = build_from_checkpoint(load_checkpoint(tmp_path / "old" / "best.pt"))
+    assert model.map_tasks == ()
+    res = train(quick("default", synth_cache, tmp_path / "old", **{**over, "tasks.options": {}, "train.epochs": 2}), resume=True)
+    assert len(res.history) == 2

@@ -35,7 +35,10 @@ def test_forward_shapes_and_halves(name):
         assert out[t].shape == (2, OUT_DIMS[t])
         last = split[t][-1] if isinstance(model, CascadeModel) else split[t]
         torch.testing.assert_close(last, out[t])
-    assert [f.shape for f in feats] == [(2, d) for d in model.feature_dims]
+    n = len(model.feature_dims)
+    assert [f.shape for f in feats[:n]] == [(2, d) for d in model.feature_dims]
+    # after the vectors: the feature maps that spatial heads (landmark heatmaps) read, if any
+    assert [f.shape[:2] for f in feats[n:]] == [(2, c) for c in getattr(model, "map_channels", ())]
     assert all(c == 3 for _, c in model.input_spec)
 
 

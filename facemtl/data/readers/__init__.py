@@ -6,6 +6,9 @@ parallel decode into the cache. Readers are looked up by dataset name::
 
     from facemtl.data.readers import prepare_dataset, check_dataset, READERS
     prepare_dataset("celeba", "data/celeba.h5", root="~/data/CelebA", sizes=(112,))
+
+Apart from these: :mod:`.lfw_subset` writes scikit-image's bundled LFW subset as a test-only cache
+for ``facemtl evaluate RUN --dataset lfw-subset`` (no files to read, so no scan / Plan).
 """
 
 from __future__ import annotations

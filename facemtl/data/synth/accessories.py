@@ -16,8 +16,11 @@ from facemtl.data.synth.paint import (
 )
 
 _PHI = np.linspace(0.0, 2 * np.pi, 32, endpoint=False)
-_PHI_FRONT = np.linspace(-1.25, 1.25, 9)
+_PHI_FRONT = np.linspace(-1.35, 1.35, 19)
 _STRAND_T = np.linspace(0.03, 1.0, 6)
+# where each identity's strands lie: a fixed table (part of the generator, like the noise bank)
+_STRAND_JITTER = np.random.default_rng(4_711).uniform(-1.0, 1.0, (97, 19))
+_HANG = np.linspace(0.55, 1.0, 7)  # long hair: hanging strands at these fractions of the half-width
 
 
 HAIR_CURVE = 1.6
@@ -57,19 +60,42 @@ def draw_hair_mass(p: Painter, ident: Identity, mask: np.ndarray) -> None:
         mid[:, 1] = 0.2
         pts = np.vstack([pts, ring, mid])
     p.poly2d(hull(p.proj(pts)), fill=ident.hair_rgb)
-    # a few strands on the visible part of the cap give the hair some texture
+    dark, light = strand_colours(ident.hair_rgb)
+    width = p.px(0.011)
+    if ident.long_hair:  # strands hanging down both sides, behind the face and neck
+        x = np.concatenate([-_HANG, _HANG]) * (sh.ax * (1 + vol) + 0.04)           # (14,)
+        ys = np.array([0.2, 0.5 * (0.2 + ident.hair_length), ident.hair_length - 0.16])
+        lines = np.stack([x[:, None] * np.array([1.0, 1.01, 0.98]), np.broadcast_to(ys, (14, 3)),
+                          np.zeros((14, 3))], axis=-1)
+        px = p.proj(lines.reshape(-1, 3)).reshape(14, -1)
+        for j in range(14):
+            p.draw.line(px[j].tolist(), fill=dark if j % 2 else light, width=width)
+    # a sheen across the crown, then fine strands of darker and lighter hair over the cap
     front = hairline_front(ident)
-    dark = scale_rgb(ident.hair_rgb, 0.78) if sum(ident.hair_rgb) > 200 else scale_rgb(ident.hair_rgb, 1.6)
-    top = sh.hairline_y(np.sin(_PHI_FRONT) * sh.ax, front, HAIR_BACK, HAIR_CURVE) - 0.02      # (9,)
-    y = -0.97 + (_STRAND_T[None, :]) * (top[:, None] + 0.97)                      # (9, 6)
+    gloss = np.linspace(-1.1, 1.1, 9)
+    gy = np.full(9, -0.72)
+    arc = np.column_stack([sh.half_width(gy) * np.sin(gloss) * (1 + vol), gy * (1 + vol),
+                           sh.front_depth(gy) * np.cos(gloss) * (1 + vol)])
+    arc = arc[p.proj.depth(arc * np.array([1.0, 0.0, 1.0])) > 0.2]
+    if len(arc) >= 2:
+        p.draw.line(p.proj(arc).ravel().tolist(), fill=light, width=p.px(0.06))
+    phi = _PHI_FRONT + 0.05 * _STRAND_JITTER[ident.identity_id % len(_STRAND_JITTER)]
+    top = sh.hairline_y(np.sin(phi) * sh.ax, front, HAIR_BACK, HAIR_CURVE) - 0.02      # (19,)
+    y = -0.97 + (_STRAND_T[None, :]) * (top[:, None] + 0.97)                          # (19, 6)
     r = 1 + vol * 0.8
-    strands = np.stack([sh.half_width(y) * np.sin(_PHI_FRONT)[:, None] * r, y * (1 + vol),
-                        sh.front_depth(y) * np.cos(_PHI_FRONT)[:, None] * r], axis=-1)
+    strands = np.stack([sh.half_width(y) * np.sin(phi)[:, None] * r, y * (1 + vol),
+                        sh.front_depth(y) * np.cos(phi)[:, None] * r], axis=-1)
     facing = p.proj.depth(strands[:, 2])
-    px = p.proj(strands.reshape(-1, 3)).reshape(len(_PHI_FRONT), -1, 2)
-    width = p.px(0.012)
+    px = p.proj(strands.reshape(-1, 3)).reshape(len(phi), -1, 2)
     for k in np.flatnonzero(facing > 0.15):
-        p.draw.line(px[k].ravel().tolist(), fill=dark, width=width)
+        p.draw.line(px[k].ravel().tolist(), fill=dark if k % 3 else light, width=width)
+
+
+def strand_colours(rgb) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """A darker and a lighter shade of a hair colour (black hair gets lighter sheen, not darker)."""
+    if sum(rgb) > 200:
+        return scale_rgb(rgb, 0.72), scale_rgb(rgb, 1.18)
+    return scale_rgb(rgb, 0.6), mix_rgb(rgb, (120, 110, 105), 0.3)
 
 
 def draw_side_hair(p: Painter, ident: Identity, mask: np.ndarray) -> None:
@@ -119,10 +145,10 @@ def draw_bangs(p: Painter, ident: Identity, hat: bool = False) -> None:
     xs, top, bottom = xs[keep], top[keep], bottom[keep]
     xy = np.vstack([np.column_stack([xs, top]), np.column_stack([xs[::-1], bottom[::-1]])])
     p.surf(xy, fill=ident.hair_rgb, dz=ident.hair_volume * 0.7)
-    dark = scale_rgb(ident.hair_rgb, 0.75) if sum(ident.hair_rgb) > 200 else scale_rgb(ident.hair_rgb, 1.7)
-    for k in range(1, len(xs) - 1, 3):
+    dark, light = strand_colours(ident.hair_rgb)
+    for k in range(1, len(xs) - 1):
         line = np.array([[xs[k], top[k] + 0.05], [xs[k] * 0.97, bottom[k] - 0.03]])
-        p.surf_line(line, fill=dark, width=0.012, dz=ident.hair_volume * 0.75)
+        p.surf_line(line, fill=dark if k % 3 else light, width=0.011, dz=ident.hair_volume * 0.75)
 
 
 def _body_frame(p: Painter, look: Look):
@@ -135,13 +161,33 @@ def _body_frame(p: Painter, look: Look):
 
 
 def draw_shoulders(p: Painter, ident: Identity, look: Look) -> None:
+    """The torso in the identity's clothes: plain, collared shirt (a tie for some men), striped or
+    V-necked; no label depends on them."""
     body = _body_frame(p, look)
     xs = np.array([0.34, 0.75, 1.25, 1.6, 1.8, 1.9])
     ys = np.array([1.25, 1.35, 1.5, 1.75, 2.2, 3.5])
     shoulders = np.vstack([np.column_stack([-xs[::-1], ys[::-1]]), np.column_stack([xs, ys])])
-    p.poly2d(body(shoulders), fill=ident.clothes_rgb)
-    neckline = np.array([[-0.36, 1.26], [0.36, 1.26], [0.0, 1.62 if ident.male else 1.7]])
+    rgb = ident.clothes_rgb
+    p.poly2d(body(shoulders), fill=rgb)
+    style = ident.clothes_style
+    if style == 2:  # horizontal stripes across the torso
+        stripe = scale_rgb(rgb, 0.6) if sum(rgb) > 360 else mix_rgb(rgb, (235, 235, 230), 0.5)
+        for y in np.arange(1.5, 3.4, 0.22):
+            half = float(np.interp(y, ys, xs)) * 0.99
+            p.draw.line(body(np.array([[-half, y], [half, y]])).ravel().tolist(), fill=stripe, width=p.px(0.07))
+    deep = (1.62 if ident.male else 1.7) + (0.3 if style == 3 else 0.0)
+    neckline = np.array([[-0.36, 1.26], [0.36, 1.26], [0.0, deep]])
     p.poly2d(body(neckline), fill=scale_rgb(ident.skin, 0.8))
+    if style == 1:  # collar points, and a tie
+        collar = mix_rgb(rgb, (240, 240, 236), 0.7)
+        for sx in (-1.0, 1.0):
+            p.poly2d(body(np.array([[sx * 0.36, 1.24], [sx * 0.05, 1.62], [sx * 0.3, 1.6]])), fill=collar)
+        if ident.male and ident.identity_id % 2 == 0:
+            tie = TIE_COLOURS[ident.identity_id % len(TIE_COLOURS)]
+            p.poly2d(body(np.array([[-0.06, 1.55], [0.06, 1.55], [0.13, 2.6], [0.0, 2.78], [-0.13, 2.6]])), fill=tie)
+
+
+TIE_COLOURS = ((120, 25, 35), (30, 40, 90), (40, 40, 45), (150, 120, 40))
 
 
 def draw_neck(p: Painter, ident: Identity, look: Look) -> None:
@@ -151,19 +197,24 @@ def draw_neck(p: Painter, ident: Identity, look: Look) -> None:
     top = p.proj(np.array([[w, 0.5, -0.12], [-w, 0.5, -0.12]]))
     bottom = body(np.array([[-w * 1.08, 1.4], [w * 1.08, 1.4]]))
     p.poly2d(np.vstack([top, bottom]), fill=scale_rgb(ident.skin, 0.8))
+    if ident.clothes_style == 3 and not ident.male:  # a necklace in the V of the neckline
+        t = np.linspace(-1.0, 1.0, 9)
+        chain = np.column_stack([t * w * 1.1, 1.38 + 0.28 * (1 - t * t)])
+        p.draw.line(body(chain).ravel().tolist(), fill=(214, 186, 90), width=p.px(0.018))
 
 
 def draw_glasses(p: Painter, ident: Identity, look: Look) -> None:
     sh = p.shape
-    style = ident.glasses_style
-    hw, hh = (0.14, 0.1) if style else (0.13, 0.09)
-    width = (0.02, 0.032, 0.026)[style]
+    style = ident.glasses_style  # 0 thin metal, 1 thick plastic, 2 sunglasses, 3 round metal
+    hw, hh = ((0.13, 0.09), (0.14, 0.1), (0.14, 0.1), (0.11, 0.105))[style]
+    width = (0.02, 0.032, 0.026, 0.018)[style]
     rgb = ident.glasses_rgb if style != 2 else (25, 25, 28)
     t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
     c, s = np.cos(t), np.sin(t)
-    # rounded rectangle: superellipse with exponent 2.6
-    rx = hw * np.sign(c) * np.abs(c) ** (2 / 2.6)
-    ry = hh * np.sign(s) * np.abs(s) ** (2 / 2.6)
+    # rounded rectangle: superellipse with exponent 2.6 (a circle for round frames)
+    q = 2.0 if style == 3 else 2.6
+    rx = hw * np.sign(c) * np.abs(c) ** (2 / q)
+    ry = hh * np.sign(s) * np.abs(s) ** (2 / q)
     ex = ident.eye_spacing
     zl = float(sh.surface_z(np.array([ex]), np.array([EYE_Y]))[0]) + 0.09
     for sx in (-1.0, 1.0):
@@ -257,16 +308,31 @@ def draw_hat_front(p: Painter, ident: Identity, look: Look) -> None:
 def draw_earrings(p: Painter, look: Look, lobes: list[np.ndarray]) -> None:
     """Earrings hang under gravity, so they are placed in pixels below the projected lobes."""
     s = p.proj.s
-    gold = (214, 178, 60) if look.earring_style == 0 else (205, 205, 215)
+    gold = (214, 178, 60) if look.earring_style != 1 else (205, 205, 215)
     for lobe in lobes:
         x, y = lobe
         if look.earring_style == 0:
             r = 0.028 * s
             p.draw.ellipse([x - r, y + 0.01 * s - r, x + r, y + 0.01 * s + r], fill=gold)
+        elif look.earring_style == 2:  # a drop on a short chain
+            r = 0.03 * s
+            p.draw.line([x, y, x, y + 0.07 * s], fill=gold, width=p.px(0.012))
+            p.draw.ellipse([x - r, y + 0.07 * s, x + r, y + 0.07 * s + 2.2 * r], fill=gold)
         else:
             r = 0.055 * s
             cy = y + r * 0.9
             p.draw.ellipse([x - r, cy - r, x + r, cy + r], outline=gold, width=p.px(0.016))
+
+
+def brow_colour(ident: Identity) -> tuple[int, int, int]:
+    """Eyebrows: darker than the hair (blond and gray people's brows are darker than their hair)."""
+    if ident.bald:
+        return (110, 104, 98) if ident.age > 55 else (52, 40, 32)
+    if ident.hair == "blond":
+        return mix_rgb(ident.hair_rgb, (90, 62, 35), 0.6)
+    if ident.hair == "gray":
+        return mix_rgb(ident.hair_rgb, (70, 64, 58), 0.5)
+    return mix_rgb(ident.hair_rgb, (18, 13, 10), 0.35)
 
 
 def hair_colour_for_face(ident: Identity) -> tuple[int, int, int]:

@@ -30,6 +30,9 @@ SKIN_TONES = (
     (150, 104, 72),
     (108, 72, 50),
 )
+# Eyebrow thickness in head units (a real brow is about 0.08 of half the head height; they read as a
+# dark band even at 25 px); Bushy_Eyebrows are 1.6x thicker.
+BROW, BUSHY_BROW = 0.05, 0.08
 SKIN_WEIGHTS = (0.043, 0.25, 0.24, 0.18, 0.13, 0.09, 0.067)
 
 HAIR_COLOURS = {
@@ -44,7 +47,8 @@ IRIS_COLOURS = ((70, 45, 25), (110, 70, 35), (60, 95, 130), (80, 110, 70), (40, 
 LIPSTICK_COLOURS = ((190, 30, 50), (205, 60, 100), (150, 30, 60), (215, 45, 45))
 CLOTHES_COLOURS = (
     (40, 50, 90), (180, 40, 40), (230, 230, 225), (30, 30, 35), (60, 120, 70),
-    (200, 160, 60), (120, 80, 140), (90, 150, 190),
+    (200, 160, 60), (120, 80, 140), (90, 150, 190), (110, 110, 112), (150, 120, 90),
+    (200, 110, 130), (20, 70, 70),
 )
 
 
@@ -90,11 +94,12 @@ class Identity:
     lipstick_rgb: tuple[int, int, int]
     clothes_rgb: tuple[int, int, int]
     glasses_p: float             # probability of wearing glasses in one image
-    glasses_style: int           # 0 thin metal, 1 thick plastic, 2 sunglasses
+    glasses_style: int           # 0 thin metal, 1 thick plastic, 2 sunglasses, 3 round metal
     glasses_rgb: tuple[int, int, int]
     hat_p: float
     lipstick_p: float
     earrings_p: float
+    clothes_style: int = 0       # 0 plain, 1 collared shirt (a tie for some men), 2 striped, 3 V-neck
 
     @property
     def young(self) -> bool:
@@ -150,9 +155,9 @@ def make_identity(seed: int, identity_id: int) -> Identity:
     bangs = (not bald) and (not receding) and u[7] < (0.06 if male else 0.23)
 
     chubby = u[8] < (0.09 if old else 0.045) * (1.3 if male else 0.8)
-    head_width = (0.74 if male else 0.70) + rng.uniform(-0.03, 0.03) + (0.06 if chubby else 0.0)
-    jaw_taper = (0.16 if male else 0.28) + rng.uniform(-0.05, 0.05) - (0.1 if chubby else 0.0)
-    jaw_square = (2.5 if male else 2.05) + rng.uniform(-0.15, 0.15)
+    head_width = (0.74 if male else 0.70) + rng.uniform(-0.05, 0.05) + (0.06 if chubby else 0.0)
+    jaw_taper = (0.16 if male else 0.28) + rng.uniform(-0.09, 0.09) - (0.1 if chubby else 0.0)
+    jaw_square = (2.5 if male else 2.05) + rng.uniform(-0.3, 0.35)
 
     narrow = u[9] < 0.115
     bushy = u[10] < (0.26 if male else 0.06)
@@ -177,27 +182,28 @@ def make_identity(seed: int, identity_id: int) -> Identity:
     return Identity(
         identity_id=int(identity_id), male=male, age=age, skin=skin, pale=tone == 0,
         hair=hair, hair_rgb=hair_rgb, long_hair=bool(long_hair), bangs=bool(bangs),
-        receding=bool(receding), hair_volume=float(rng.uniform(0.04, 0.10)),
+        receding=bool(receding), hair_volume=float(rng.uniform(0.03, 0.13)),
         hair_length=float(rng.uniform(1.15, 1.9)),
-        head_width=float(head_width), head_depth=float(rng.uniform(0.80, 0.88)),
+        head_width=float(head_width), head_depth=float(rng.uniform(0.78, 0.9)),
         jaw_taper=float(jaw_taper), jaw_square=float(jaw_square), chubby=bool(chubby),
-        eye_spacing=float(0.29 * rng.uniform(0.94, 1.06)), eye_size=float(0.13 * rng.uniform(0.92, 1.08)),
+        eye_spacing=float(0.29 * rng.uniform(0.92, 1.08)), eye_size=float(0.13 * rng.uniform(0.9, 1.1)),
         eye_open=float(0.55 if narrow else rng.uniform(0.95, 1.1)), narrow_eyes=bool(narrow),
         iris_rgb=_pick(rng, IRIS_COLOURS),
-        brow_thickness=float((0.07 if bushy else 0.038) * rng.uniform(0.9, 1.1) * (1.15 if male else 0.9)),
+        brow_thickness=float((BUSHY_BROW if bushy else BROW) * rng.uniform(0.9, 1.1) * (1.15 if male else 0.9)),
         bushy_brows=bool(bushy), arched_brows=bool(arched),
         nose_length=float(rng.uniform(1.3, 1.45) if big_nose else rng.uniform(0.85, 1.08)),
         big_nose=bool(big_nose),
-        mouth_width=float(0.2 * rng.uniform(0.92, 1.08)),
+        mouth_width=float(0.2 * rng.uniform(0.88, 1.12)),
         lip_thickness=float((0.062 if big_lips else 0.036) * rng.uniform(0.92, 1.08)),
         big_lips=bool(big_lips),
         facial_hair=facial_hair, mustache=bool(mustache), sideburns=bool(sideburns), rosy=bool(rosy),
         lip_rgb=lip_base, lipstick_rgb=_pick(rng, LIPSTICK_COLOURS), clothes_rgb=_pick(rng, CLOTHES_COLOURS),
         glasses_p=0.55 if wears_glasses else 0.0,
-        glasses_style=int(rng.choice(3, p=[0.45, 0.4, 0.15])),
+        glasses_style=int(rng.choice(4, p=[0.36, 0.34, 0.14, 0.16])),
         glasses_rgb=_pick(rng, ((20, 20, 20), (60, 40, 30), (150, 150, 155), (170, 140, 60))),
         # Bald and receding people never wear hats here: a hat would hide the attribute.
         hat_p=0.0 if (bald or receding) else (0.32 if u[18] < 0.16 else 0.0),
         lipstick_p=0.0 if male else (0.9 if u[19] < 0.8 else 0.05),
         earrings_p=(0.02 if male else (0.7 if u[20] < 0.42 else 0.0)),
+        clothes_style=int(u[21] * 4),
     )

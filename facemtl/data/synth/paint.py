@@ -8,6 +8,7 @@ no drawing code ever works in pixels except for things that hang under gravity (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import ImageDraw
@@ -52,7 +53,7 @@ class Look:
     hat_rgb: tuple[int, int, int]
     lipstick: bool
     earrings: bool
-    earring_style: int             # 0 stud, 1 hoop
+    earring_style: int             # 0 stud, 1 hoop, 2 drop
     light: tuple[float, float, float]  # unit vector towards the light, camera frame
     ambient: float
     gaze: tuple[float, float]      # small iris offset in head units
@@ -66,16 +67,22 @@ def mix_rgb(a, b, t: float) -> tuple[int, int, int]:
     return tuple(int(x + (y - x) * t) for x, y in zip(a, b))
 
 
-def ellipse_xy(cx: float, cy: float, rx: float, ry: float, n: int = 16) -> np.ndarray:
+@lru_cache(maxsize=32)
+def _unit_circle(n: int) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    return np.column_stack([cx + rx * np.cos(t), cy + ry * np.sin(t)])
+    return np.column_stack([np.cos(t), np.sin(t)])
+
+
+def ellipse_xy(cx: float, cy: float, rx: float, ry: float, n: int = 16) -> np.ndarray:
+    return _unit_circle(n) * np.array([rx, ry]) + np.array([cx, cy])
 
 
 class Painter:
     """Projects head-frame points and draws them on one PIL image."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, proj: Projector, shape: HeadShape):
-        self.draw, self.proj, self.shape = draw, proj, shape
+    def __init__(self, draw: ImageDraw.ImageDraw, proj: Projector, shape: HeadShape,
+                 shadow: ImageDraw.ImageDraw | None = None):
+        self.draw, self.proj, self.shape, self.shadow = draw, proj, shape, shadow
         self.limb = shape.visible_range(proj.r)
 
     def px(self, units: float) -> int:
@@ -101,3 +108,40 @@ class Painter:
 
     def surf_line(self, xy: np.ndarray, fill, width: float, dz: float = 0.0) -> None:
         self.line(self.shape.lift(xy, dz, self.limb), fill=fill, width=width)
+
+    def surf_batch(self, items: list[tuple[np.ndarray, object, float, float | None]]) -> None:
+        """Several face-plane shapes ``(xy, fill, dz, width)`` lifted and projected in one call and
+        drawn in order: a filled polygon when ``width`` is None, else a polyline of that width."""
+        xy = np.vstack([it[0] for it in items])
+        dz = np.concatenate([np.full(len(it[0]), it[2]) for it in items])
+        pts = self.proj(self.shape.lift(xy, dz, self.limb))
+        k = 0
+        for shape, fill, _, width in items:
+            seg = pts[k:k + len(shape)].ravel().tolist()
+            k += len(shape)
+            if width is None:
+                self.draw.polygon(seg, fill=fill)
+            else:
+                self.draw.line(seg, fill=fill, width=self.px(width))
+
+    def shade_batch(self, items: list[tuple[np.ndarray, float]], dz: float = 0.0) -> None:
+        """Several face-plane shadows ``(xy, darkness)`` on the surface, lifted in one call."""
+        if self.shadow is None:
+            return
+        xy = np.vstack([it[0] for it in items])
+        pts = self.proj(self.shape.lift(xy, dz, self.limb)) * 0.5
+        k = 0
+        for shape, darkness in items:
+            seg = pts[k:k + len(shape)].ravel().tolist()
+            k += len(shape)
+            if darkness > 0:
+                self.shadow.polygon(seg, fill=int(min(255.0, 255.0 * darkness)))
+
+    def shade(self, pts3: np.ndarray, darkness: float) -> None:
+        """A soft shadow (0..1 darkening, blurred later) on the half-resolution shadow layer."""
+        if self.shadow is not None and darkness > 0:
+            flat = (self.proj(pts3) * 0.5).ravel().tolist()
+            self.shadow.polygon(flat, fill=int(min(255.0, 255.0 * darkness)))
+
+    def surf_shade(self, xy: np.ndarray, darkness: float, dz: float = 0.0) -> None:
+        self.shade(self.shape.lift(xy, dz, self.limb), darkness)

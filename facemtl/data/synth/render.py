@@ -2,9 +2,9 @@
 
 A sample depends only on ``(cfg, index)``: its random streams are seeded by
 ``SeedSequence([cfg.seed, index])`` (a main stream for the identity, look and framing, and two
-spawned children for the background and the camera effects), so workers in any number of processes
-produce the same bytes as a serial run, and forcing one attribute (``render_face_with_attributes``)
-changes nothing else in the picture.
+spawned children for the background, photo or scene, and for the camera), so workers in any number
+of processes produce the same bytes as a serial run, and forcing one attribute
+(``render_face_with_attributes``) changes nothing else in the picture.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from facemtl.data.schema import pose_class_from_yaw
-from facemtl.data.synth.backdrop import clutter, finish, noise_offset
+from facemtl.data.synth.backdrop import background, finish
+from facemtl.data.synth.camera import draw_camera
 from facemtl.data.synth.face import draw_face
 from facemtl.data.synth.identity import Identity, make_identity
+from facemtl.data.synth.negatives import negative_image
 from facemtl.data.synth.paint import Look
 from facemtl.data.synth.sampling import (
     SYNTH_ATTRIBUTES, SynthConfig, apply_overrides, attributes_of, sample_look,
@@ -49,22 +52,14 @@ def _draw_common(main: np.random.Generator, cfg: SynthConfig, identity_id: int |
     return negative, ident, look, blurry, frame
 
 
-def _camera(fx: np.random.Generator, cfg: SynthConfig, base: int):
-    intensity = fx.uniform(0.8, 1.15)
-    gradient = tuple(fx.uniform(-0.25, 0.25, 2))
-    noise = fx.uniform(*cfg.noise_sd)
-    offset = noise_offset(fx, max(cfg.sizes))
-    blur = fx.uniform(0.009, 0.016) * base
-    return intensity, gradient, noise, offset, blur
-
-
 def _face_crop(cfg: SynthConfig, ident: Identity, look: Look, blurry: bool, frame, bg, fx) -> dict:
     base = cfg.render_size
-    img = clutter(bg, base)
-    geo = draw_face(img, ident, look, frame[0] * base, frame[1] * base, frame[2] * base)
-    intensity, gradient, noise, offset, blur = _camera(fx, cfg, base)
-    images = finish(img, cfg.sizes, intensity, gradient, [(geo, look.light, look.ambient)], noise, offset,
-                    blur if blurry else 0.0)
+    img = background(bg, base, cfg)
+    shadow = Image.new("L", ((base + 1) // 2,) * 2, 0)
+    scale = frame[2] * base
+    geo = draw_face(img, ident, look, frame[0] * base, frame[1] * base, scale, shadow=ImageDraw.Draw(shadow))
+    cam = draw_camera(fx, cfg, base, 2 * scale, blurry)
+    images = finish(img, cfg.sizes, cam, [(geo, look.light, look.ambient)], shadow, 0.025 * scale)
     bbox = geo.bbox / base
     x0, y0 = np.clip(bbox[:2], 0.0, 1.0)
     x1, y1 = np.clip(bbox[:2] + bbox[2:], 0.0, 1.0)
@@ -81,22 +76,13 @@ def _face_crop(cfg: SynthConfig, ident: Identity, look: Look, blurry: bool, fram
     }
 
 
-def _negative_crop(cfg: SynthConfig, main, ident: Identity, look: Look, frame, bg, fx) -> dict:
-    """Background clutter; in 40 % of them a sliver of a face at an edge (IoU with it < 0.3)."""
+def _negative_crop(cfg: SynthConfig, main, ident: Identity, look: Look, blurry: bool, frame, bg, fx):
+    """A non-face (see ``negatives.py``) and what it placed: (sample, meta)."""
     base = cfg.render_size
-    img = clutter(bg, base, shapes=(3, 12), skin_blob=0.35)
-    faces = []
-    u = main.random(4)
-    if u[0] < 0.4:
-        out = (0.16 + 0.14 * u[1]) * base  # head centre this far outside the crop
-        along = (0.2 + 0.6 * u[2]) * base
-        side = int(u[3] * 4)
-        cx, cy = [(-out, along), (base + out, along), (along, -out), (along, base + out)][side]
-        geo = draw_face(img, ident, look, cx, cy, frame[2] * base)
-        faces.append((geo, look.light, look.ambient))
-    intensity, gradient, noise, offset, _ = _camera(fx, cfg, base)
-    return {
-        "images": finish(img, cfg.sizes, intensity, gradient, faces, noise, offset),
+    img, shadow, faces, radius, meta = negative_image(cfg, main, ident, look, frame, bg)
+    cam = draw_camera(fx, cfg, base, FRAMED_HEAD * base, blurry)
+    sample = {
+        "images": finish(img, cfg.sizes, cam, faces, shadow, radius),
         "attributes": np.full(len(SYNTH_ATTRIBUTES), -1, dtype=np.int8),
         "landmarks": np.full((5, 2), np.nan, dtype=np.float32),
         "bbox": np.full(4, np.nan, dtype=np.float32),
@@ -106,6 +92,20 @@ def _negative_crop(cfg: SynthConfig, main, ident: Identity, look: Look, frame, b
         "pose": np.full(3, np.nan, dtype=np.float32),
         "pose_class": -1,
     }
+    return sample, meta
+
+
+FRAMED_HEAD = 0.7  # typical head height over the crop side, for the camera of non-faces
+
+
+def render_negative(index: int, cfg: SynthConfig) -> tuple[dict, dict]:
+    """The non-face that sample ``index`` would be if it were drawn as one, and what it placed:
+    ``meta`` has ``kind`` (photo, scene or clutter), and ``boxes`` (k, 4), ``centres`` (k, 2, 2: head
+    centre, box centre) and ``landmarks`` (k, 5, 2) of the faces drawn in or around it, in crop
+    coordinates, unclipped (for tests)."""
+    main, bg, fx = _streams(cfg, index)
+    _, ident, look, blurry, frame = _draw_common(main, cfg)
+    return _negative_crop(cfg, main, ident, look, blurry, frame, bg, fx)
 
 
 def render_sample(index: int, cfg: SynthConfig) -> dict:
@@ -120,7 +120,7 @@ def render_sample(index: int, cfg: SynthConfig) -> dict:
     main, bg, fx = _streams(cfg, index)
     negative, ident, look, blurry, frame = _draw_common(main, cfg)
     if negative:
-        return _negative_crop(cfg, main, ident, look, frame, bg, fx)
+        return _negative_crop(cfg, main, ident, look, blurry, frame, bg, fx)[0]
     return _face_crop(cfg, ident, look, blurry, frame, bg, fx)
 
 

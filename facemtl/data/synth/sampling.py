@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from facemtl.data.schema import CELEBA_ATTRIBUTES, EXPRESSION_NAMES
-from facemtl.data.synth.identity import HAIR_COLOURS, SKIN_TONES, Identity
+from facemtl.data.synth.identity import BROW, BUSHY_BROW, HAIR_COLOURS, SKIN_TONES, Identity
 from facemtl.data.synth.paint import Look
+from facemtl.data.synth.photos import resolve_source
 from facemtl.errors import ConfigError, UnknownNameError
 
 HAPPY, NEUTRAL = EXPRESSION_NAMES.index("Happy"), EXPRESSION_NAMES.index("Neutral")
@@ -24,7 +25,8 @@ HAPPY, NEUTRAL = EXPRESSION_NAMES.index("Happy"), EXPRESSION_NAMES.index("Neutra
 EXPRESSION_WEIGHTS = (0.07, 0.05, 0.06, 0.47, 0.08, 0.08, 0.19)
 # Probability of an open mouth per expression: Fear and Surprise always, Sad rarely.
 MOUTH_OPEN_P = (0.35, 0.35, 1.0, 0.55, 0.1, 1.0, 0.15)
-HAT_COLOURS = ((40, 40, 45), (150, 30, 35), (30, 60, 120), (200, 190, 170), (70, 110, 60), (120, 90, 60))
+HAT_COLOURS = ((40, 40, 45), (150, 30, 35), (30, 60, 120), (200, 190, 170), (70, 110, 60), (120, 90, 60),
+               (225, 225, 220), (90, 90, 95), (190, 150, 40), (110, 50, 100))
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class SynthConfig:
     seed: int = 0
     identities: int = 200                 # number of distinct identities
     sizes: tuple[int, ...] = (56, 112, 224)
-    negative_fraction: float = 0.1        # share of non-face crops (face = 0) for detection
+    negative_fraction: float = 0.25       # share of non-face crops (face = 0) for detection
     supersample: int = 2                  # render at this multiple of the largest size ...
     max_render: int = 224                 # ... capped here (or at the largest size if that is larger)
     yaw_max: float = 70.0                 # degrees
@@ -42,11 +44,28 @@ class SynthConfig:
     frontal_yaw_sd: float = 11.0
     pitch_sd: float = 9.0                 # clipped to +-25 degrees
     roll_sd: float = 8.0                  # clipped to +-25 degrees
-    face_scale: tuple[float, float] = (0.62, 0.78)  # head height (skull top to chin) / crop side
+    face_scale: tuple[float, float] = (0.6, 1.0)  # head height (skull top to chin) / crop side: loose head crops to tight face crops
     jitter: float = 0.05                  # head centre offset, fraction of the crop side
     blur_fraction: float = 0.05           # share of blurred images (the Blurry attribute)
     noise_sd: tuple[float, float] = (1.5, 7.0)      # sensor noise, grey levels at render resolution
     scene_empty_fraction: float = 0.15    # share of scenes without any face
+    # real photos (scikit-image's bundled sample photos, see photos.py): "auto" uses them when
+    # scikit-image is installed and is stored resolved, as "skimage" or "none" (procedural stand-ins)
+    photo_source: str = "auto"
+    photo_background: float = 0.5         # share of face crops in front of a photo window
+    # non-faces: photo windows; windows of scenes of people away from every face; clutter with face slivers
+    negative_mix: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    # camera effects (False: none of the ones below; Blurry images are still blurred)
+    camera_effects: bool = True
+    jpeg_fraction: float = 0.5            # share of images stored through JPEG ...
+    jpeg_quality: tuple[int, int] = (30, 95)  # ... at a quality drawn from this range
+    lowres_fraction: float = 0.25         # share of images captured at low resolution ...
+    lowres_face_px: tuple[float, float] = (56.0, 112.0)  # ... with the head this many pixels tall
+    motion_blur_fraction: float = 0.1     # mild motion blur (at most 1.2 % of the side)
+    white_balance: float = 0.08           # sd of the log colour cast (blue-amber; green-magenta 0.4x)
+    gamma_max: float = 1.3                # gamma drawn log-uniformly in [1 / gamma_max, gamma_max]
+    vignette: float = 0.35                # strongest darkening of the corners (60 % of the images)
+    chroma_noise: float = 4.0             # largest sd of the 2x2-blotched colour noise (half of the images)
 
     def __post_init__(self) -> None:
         if self.identities < 1:
@@ -60,6 +79,24 @@ class SynthConfig:
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
         object.__setattr__(self, "face_scale", tuple(float(s) for s in self.face_scale))
         object.__setattr__(self, "noise_sd", tuple(float(s) for s in self.noise_sd))
+        for name in ("photo_background", "jpeg_fraction", "lowres_fraction", "motion_blur_fraction",
+                     "blur_fraction", "scene_empty_fraction"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"SynthConfig.{name} must be in [0, 1], got {getattr(self, name)}.")
+        mix = tuple(float(m) for m in self.negative_mix)
+        if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+            raise ConfigError(f"SynthConfig.negative_mix must be 3 non-negative weights, got {self.negative_mix}.")
+        q_lo, q_hi = (int(q) for q in self.jpeg_quality)
+        if not 1 <= q_lo <= q_hi <= 100:
+            raise ConfigError(f"SynthConfig.jpeg_quality must be a range within [1, 100], got {self.jpeg_quality}.")
+        f_lo, f_hi = (float(f) for f in self.lowres_face_px)
+        if not 4.0 <= f_lo <= f_hi:
+            raise ConfigError(f"SynthConfig.lowres_face_px must be a range of at least 4 px, got {self.lowres_face_px}.")
+        object.__setattr__(self, "negative_mix", tuple(m / sum(mix) for m in mix))
+        object.__setattr__(self, "jpeg_quality", (q_lo, q_hi))
+        object.__setattr__(self, "lowres_face_px", (f_lo, f_hi))
+        object.__setattr__(self, "camera_effects", bool(self.camera_effects))
+        object.__setattr__(self, "photo_source", resolve_source(self.photo_source))
 
     @property
     def render_size(self) -> int:
@@ -154,7 +191,7 @@ def sample_look(rng: np.random.Generator, ident: Identity, cfg: SynthConfig) -> 
         hat_rgb=HAT_COLOURS[int(u[8] * len(HAT_COLOURS))],
         lipstick=bool(u[9] < ident.lipstick_p),
         earrings=bool(u[10] < ident.earrings_p),
-        earring_style=int(u[11] * 2),
+        earring_style=int(u[11] * 3),
         light=tuple(c / norm for c in light),
         ambient=float(rng.uniform(0.35, 0.6)),
         gaze=(float(rng.uniform(-0.012, 0.012)), float(rng.uniform(-0.008, 0.008))),
@@ -177,7 +214,7 @@ _IDENTITY_OVERRIDES = {
     "Big_Nose": lambda i, v: dataclasses.replace(i, big_nose=bool(v), nose_length=1.38 if v else 0.95),
     "Black_Hair": _hair("black"), "Blond_Hair": _hair("blond"), "Brown_Hair": _hair("brown"),
     "Gray_Hair": _hair("gray"),
-    "Bushy_Eyebrows": lambda i, v: dataclasses.replace(i, bushy_brows=bool(v), brow_thickness=0.07 if v else 0.038),
+    "Bushy_Eyebrows": lambda i, v: dataclasses.replace(i, bushy_brows=bool(v), brow_thickness=BUSHY_BROW if v else BROW),
     "Chubby": lambda i, v: dataclasses.replace(i, chubby=bool(v), head_width=i.head_width + (0.06 if v else 0.0)),
     "Goatee": lambda i, v: dataclasses.replace(i, facial_hair="goatee" if v else "none"),
     "Male": _trait("male", True, False),

@@ -1,7 +1,8 @@
 """Whole SynthFaces scenes for end-to-end detection evaluation.
 
-A scene is a cluttered background with 0 to 3 faces of varied size and pose that do not overlap,
-all lit by one light, rendered at twice the requested size and box-filtered down. Boxes and
+A scene is a background (procedural clutter or a real photo, as behind face crops) with 0 to 3
+faces of varied size and pose that do not overlap, all lit by one light, rendered at twice the
+requested size and box-filtered down, with the same camera effects as the crops. Boxes and
 landmarks are normalised to [0, 1] like every coordinate in the cache (see ``schema.SCENE_KEYS``).
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from facemtl.data.synth.backdrop import clutter, finish, noise_offset
+from facemtl.data.synth.backdrop import background, finish
+from facemtl.data.synth.camera import draw_camera
 from facemtl.data.synth.face import draw_face
 from facemtl.data.synth.identity import make_identity
 from facemtl.data.synth.sampling import SynthConfig, sample_look
@@ -33,7 +36,9 @@ def render_scene(index: int, cfg: SynthConfig, size: int = 256) -> dict:
     rng = np.random.default_rng(root)
     bg = np.random.default_rng(root.spawn(1)[0])
     base = 2 * size
-    img = clutter(bg, base, shapes=(6, 16), skin_blob=0.3)
+    img = background(bg, base, cfg, shapes_range=(6, 16), skin_blob=0.3)
+    shadow = Image.new("L", (size, size), 0)
+    sdraw = ImageDraw.Draw(shadow)
 
     k = 0 if rng.random() < cfg.scene_empty_fraction else int(rng.integers(1, MAX_FACES + 1))
     placed: list[tuple[float, float, float]] = []  # (cx, cy, radius) in pixels
@@ -55,7 +60,7 @@ def render_scene(index: int, cfg: SynthConfig, size: int = 256) -> dict:
         if light is None:  # one light for the whole scene
             light, ambient = look.light, look.ambient
         look = dataclasses.replace(look, light=light, ambient=ambient)
-        geo = draw_face(img, ident, look, cx, cy, radius / 1.24)
+        geo = draw_face(img, ident, look, cx, cy, radius / 1.24, shadow=sdraw)
         faces.append((geo, light, ambient))
         x, y, w, h = geo.bbox
         x0, y0 = max(0.0, x), max(0.0, y)
@@ -63,8 +68,9 @@ def render_scene(index: int, cfg: SynthConfig, size: int = 256) -> dict:
         boxes.append([x0, y0, x1 - x0, y1 - y0])
         marks.append(geo.landmarks)
 
-    image = finish(img, (size,), rng.uniform(0.8, 1.15), tuple(rng.uniform(-0.3, 0.3, 2)), faces,
-                   rng.uniform(*cfg.noise_sd), noise_offset(rng, size))[size]
+    scales = [geo.scale for geo, _, _ in faces]
+    cam = draw_camera(rng, dataclasses.replace(cfg, sizes=(size,)), base, 0.3 * base, blurry=False)
+    image = finish(img, (size,), cam, faces, shadow, 0.025 * float(np.median(scales)) if scales else 0.0)[size]
     return {
         "image": image,
         "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / base,

@@ -1,0 +1,349 @@
+"""Label-aware augmentation of whole batches on the training device.
+
+The loader stays fast and simple (uint8 rows straight from the cache); after the batch reaches the
+device and becomes float, :class:`BatchAugment` changes every sample with its own random draw and
+carries the labels through the same change:
+
+geometry (one 2x3 affine per sample, ``F.affine_grid`` + ``F.grid_sample``, bilinear)
+    horizontal flip (landmarks mirrored and left/right points swapped, yaw and roll negated, the
+    pose class mirrored, boxes mirrored; attributes, expression, identity unchanged), zoom,
+    rotation (the roll label turns with the image) and translation. Landmarks go through the
+    exact affine. A box's centre goes through the affine and its width and height scale with the
+    zoom: it is *not* replaced by the hull of its rotated corners, which would inflate every box
+    under rotation. Pixels that come from outside the image are black (zeros), like the padding
+    ``facemtl predict`` uses around a photo. Landmarks that leave the frame stay regression targets
+    (coordinates a little outside [0, 1]; the model's outputs are not clamped) and boxes are not
+    clipped; the default ranges keep the face inside the frame.
+photometry (per sample)
+    brightness, contrast, saturation, hue (a rotation of the YIQ chroma plane), greyscale, a mild
+    blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
+    Gaussian noise, and optional random erasing (a rectangle of noise).
+
+Every random number of a batch comes from a generator seeded with ``(seed, epoch, batch index)``,
+so the same batch is augmented identically in a rerun and in a resumed run, with no state to save.
+Several inputs of one sample (MCFA's 56/112/224 crops) get the same draw. Validation and test never
+augment. Presets: ``none``, ``light``, ``standard``, ``strong`` (:data:`PRESETS`).
+
+Why our own code rather than torchvision.transforms.v2 or kornia: v2 draws one set of parameters
+per call, so a batch would need a Python loop over samples (tv_tensors' keypoints also know nothing
+of left/right swaps, yaw or pose classes); kornia draws per sample on the device but would add a
+dependency for what is here one ``affine_grid`` and a few tensor ops, and the face-specific label
+rules would still be ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facemtl.errors import ConfigError, UnknownNameError
+
+#: where each landmark goes under a horizontal flip (CelebA order: eyes, nose, mouth corners)
+FLIP_LANDMARKS = (1, 0, 2, 4, 3)
+#: TCDCN's pose classes mirrored (left profile <-> right profile, left <-> right)
+FLIP_POSE_CLASS = (4, 3, 2, 1, 0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings: a ``preset`` and optional per-field overrides (None = the preset's).
+
+    Ranges: ``scale`` s draws the zoom from [1 - s, 1 + s]; ``rotate`` degrees from [-r, r];
+    ``translate`` t of the image side from [-t, t] per axis; ``brightness`` / ``contrast`` /
+    ``saturation`` b multiply by [1 - b, 1 + b]; ``hue`` h turns the chroma by [-h, h] turns;
+    ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``erase`` are
+    probabilities per sample."""
+
+    preset: str = "none"
+    flip: float | None = None
+    scale: float | None = None
+    rotate: float | None = None
+    translate: float | None = None
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+    hue: float | None = None
+    grey: float | None = None
+    blur: float | None = None
+    noise: float | None = None
+    erase: float | None = None
+
+    def __post_init__(self) -> None:
+        self.resolved()  # an unknown preset or a value out of range fails when the config is read
+
+    def resolved(self) -> dict[str, float]:
+        """Every field's value: the preset's, overridden by the fields that are set."""
+        if self.preset not in PRESETS:
+            raise UnknownNameError("augmentation preset", self.preset, list(PRESETS))
+        values = dict(PRESETS[self.preset])
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name != "preset" and v is not None:
+                values[f.name] = float(v)
+        for k, v in values.items():
+            if v < 0 or (k in _PROBABILITIES and v > 1):
+                raise ConfigError(f"augment.{k} = {v} is out of range ({'a probability in [0, 1]' if k in _PROBABILITIES else 'must be >= 0'}).")
+        if values["scale"] >= 1:
+            raise ConfigError(f"augment.scale = {values['scale']}: the zoom range 1 +- scale must stay positive (use < 1).")
+        return values
+
+    @property
+    def enabled(self) -> bool:
+        return any(v > 0 for v in self.resolved().values())
+
+
+_PROBABILITIES = {"flip", "grey", "blur", "erase"}
+_OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+            hue=0.0, grey=0.0, blur=0.0, noise=0.0, erase=0.0)
+PRESETS: dict[str, dict[str, float]] = {
+    "none": dict(_OFF),
+    "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
+              "contrast": 0.1, "saturation": 0.1, "noise": 0.01},
+    "standard": {**_OFF, "flip": 0.5, "scale": 0.1, "rotate": 12.0, "translate": 0.05, "brightness": 0.25,
+                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02},
+    "strong": {**_OFF, "flip": 0.5, "scale": 0.15, "rotate": 20.0, "translate": 0.08, "brightness": 0.4,
+               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "erase": 0.25},
+}
+
+
+def batch_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
+    """The CPU generator of one batch: a pure function of (seed, epoch, batch index)."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(batch_index), 0xA0C]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator()
+    g.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return g
+
+
+class BatchAugment:
+    """Augment model inputs and labels of a batch (see the module docstring)."""
+
+    def __init__(self, config: AugmentConfig | None = None, *, seed: int = 0, **overrides: float):
+        config = config or AugmentConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.values = config.resolved()
+        self.seed = int(seed)
+
+    @property
+    def enabled(self) -> bool:
+        return any(v > 0 for v in self.values.values())
+
+    def __call__(self, inputs: list[Tensor], batch: dict[str, Any], *, epoch: int, batch_index: int) -> tuple[list[Tensor], dict[str, Any]]:
+        """inputs: float (B, 3, S, S) in [0, 1], one per model input; returns new inputs and a new
+        batch dict whose geometric labels follow the pixels (the given ones are not modified)."""
+        if not self.enabled or not inputs:
+            return inputs, batch
+        g = batch_generator(self.seed, epoch, batch_index)
+        n = inputs[0].shape[0]
+        p = self._draw(n, g)
+        batch = dict(batch)
+        out = []
+        theta = _inverse_theta(p)  # (B, 2, 3) output -> input grid coordinates
+        for k, x in enumerate(inputs):
+            dev = x.device
+            th = theta.to(dev, x.dtype)
+            if p["geometric"]:
+                grid = F.affine_grid(th, list(x.shape), align_corners=False)
+                x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            x = _photometric(x, {key: (v.to(dev) if isinstance(v, Tensor) else v) for key, v in p.items()}, g, k)
+            out.append(x)
+        if p["geometric"]:
+            _transform_labels(batch, p)
+        return out, batch
+
+    # -- random parameters ------------------------------------------------------------------------
+    def _draw(self, n: int, g: torch.Generator) -> dict[str, Any]:
+        v = self.values
+
+        def u(lo: float, hi: float) -> Tensor:
+            return lo + (hi - lo) * torch.rand(n, generator=g)
+
+        def coin(prob: float) -> Tensor:
+            return torch.rand(n, generator=g) < prob
+
+        p: dict[str, Any] = {
+            "flip": coin(v["flip"]),
+            "scale": u(1 - v["scale"], 1 + v["scale"]),
+            "angle": u(-v["rotate"], v["rotate"]) * (math.pi / 180.0),
+            "shift": (torch.rand(n, 2, generator=g) * 2 - 1) * v["translate"],
+            "brightness": u(1 - v["brightness"], 1 + v["brightness"]),
+            "contrast": u(1 - v["contrast"], 1 + v["contrast"]),
+            "saturation": u(1 - v["saturation"], 1 + v["saturation"]),
+            "hue": u(-v["hue"], v["hue"]) * (2 * math.pi),
+            "grey": coin(v["grey"]),
+            "blur": coin(v["blur"]),
+            "noise": u(0.0, v["noise"]),
+            "erase": coin(v["erase"]),
+            "erase_box": torch.rand(n, 4, generator=g),
+            "noise_seed": int(torch.randint(0, 2**31 - 1, (1,), generator=g)),
+        }
+        p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate"))
+        p["photometric"] = {k for k in ("brightness", "contrast", "saturation", "hue", "grey", "blur", "noise", "erase") if v[k] > 0}
+        return p
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+def forward_matrix(p: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """(B, 2, 2) M and (B, 2) t of the content map g_out = M g_in + t in grid coordinates
+    ([-1, 1] across the image, x right, y down): flip, then rotate, then zoom, then shift."""
+    c, s = torch.cos(p["angle"]), torch.sin(p["angle"])
+    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (B, 2, 2)
+    f = torch.where(p["flip"], -1.0, 1.0)
+    flip = torch.diag_embed(torch.stack([f, torch.ones_like(f)], -1))
+    m = p["scale"].view(-1, 1, 1) * rot @ flip
+    return m, p["shift"] * 2.0  # a shift of t image sides is 2t in grid units
+
+
+def _inverse_theta(p: dict[str, Any]) -> Tensor:
+    m, t = forward_matrix(p)
+    inv = torch.linalg.inv(m)
+    return torch.cat([inv, -(inv @ t.unsqueeze(-1))], dim=2)  # g_in = inv (g_out - t)
+
+
+def _transform_labels(batch: dict[str, Any], p: dict[str, Any]) -> None:
+    m, t = forward_matrix(p)
+    flip = p["flip"]
+    if "landmarks" in batch:
+        lm = batch["landmarks"]
+        dev = lm.device
+        mm, tt = m.to(dev, lm.dtype), t.to(dev, lm.dtype)
+        g = lm * 2 - 1  # (B, 5, 2) grid coordinates; NaN rows stay NaN
+        g = torch.einsum("bij,bkj->bki", mm, g) + tt.unsqueeze(1)
+        swapped = g[:, list(FLIP_LANDMARKS)]
+        g = torch.where(flip.to(dev).view(-1, 1, 1), swapped, g)
+        batch["landmarks"] = (g + 1) / 2
+    if "bbox" in batch:
+        box = batch["bbox"]
+        dev = box.device
+        mm, tt = m.to(dev, box.dtype), t.to(dev, box.dtype)
+        centre = (box[:, :2] + box[:, 2:] / 2) * 2 - 1
+        centre = torch.einsum("bij,bj->bi", mm, centre) + tt
+        wh = box[:, 2:] * p["scale"].to(dev, box.dtype).unsqueeze(1)
+        batch["bbox"] = torch.cat([(centre + 1) / 2 - wh / 2, wh], dim=1)
+    if "pose" in batch:
+        pose = batch["pose"].clone()
+        dev = pose.device
+        fl = flip.to(dev)
+        sign = torch.where(fl, -1.0, 1.0).to(pose.dtype)
+        pose[:, 0] = pose[:, 0] * sign
+        # roll: negated by a flip, then turned with the image. The affine's positive angle is
+        # clockwise on screen (y points down) while the cache's roll is positive counter-clockwise
+        # (docs/synthfaces.md), so a clockwise turn lowers the roll (tests/data/test_augment.py)
+        pose[:, 2] = pose[:, 2] * sign - p["angle"].to(dev, pose.dtype) * (180.0 / math.pi)
+        batch["pose"] = pose
+    if "pose_class" in batch:
+        pc = batch["pose_class"]
+        mirrored = torch.tensor(FLIP_POSE_CLASS, device=pc.device, dtype=pc.dtype)[pc.long().clamp(min=0)]
+        batch["pose_class"] = torch.where(flip.to(pc.device) & (pc >= 0), mirrored, pc)
+
+
+# -- photometry -------------------------------------------------------------------------------------
+_LUMA = (0.299, 0.587, 0.114)
+_RGB2YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+def _grey(x: Tensor) -> Tensor:
+    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)  # (B, 1, S, S)
+
+
+def _photometric(x: Tensor, p: dict[str, Any], g: torch.Generator, input_index: int) -> Tensor:
+    which = p["photometric"]
+    if not which:
+        return x
+    b = x.shape[0]
+    x = x.contiguous()
+    if which & {"brightness", "contrast", "saturation", "hue", "grey"}:
+        m, o = _colour_transform(x, p, which)
+        x = torch.baddbmm(o.unsqueeze(2), m, x.flatten(2)).view_as(x)  # one (3x3 + offset) per sample
+    if "blur" in which:
+        idx = p["blur"].nonzero().flatten().to(x.device)
+        if len(idx):
+            x = x.index_copy(0, idx, _binomial_blur(x.index_select(0, idx)))
+    if "noise" in which or "erase" in which:
+        ng = torch.Generator(device=x.device)
+        ng.manual_seed(p["noise_seed"] + 7919 * input_index)
+        if "noise" in which:
+            x = x + torch.randn(x.shape, generator=ng, device=x.device, dtype=x.dtype) * p["noise"].to(x.dtype).view(b, 1, 1, 1)
+        if "erase" in which:
+            x = _erase(x, p["erase"], p["erase_box"], ng)
+    return x.clamp_(0.0, 1.0)
+
+
+def _colour_transform(x: Tensor, p: dict[str, Any], which: set[str]) -> tuple[Tensor, Tensor]:
+    """Brightness, contrast, saturation, hue and greyscale folded into one per-sample affine map of
+    RGB, ``y = M x + o`` ((B, 3, 3), (B, 3)), applied in that order (all of them are linear in RGB;
+    contrast pulls towards the mean grey of the image as it is at that point)."""
+    b, dev, dt = x.shape[0], x.device, x.dtype
+    eye = torch.eye(3, device=dev, dtype=dt).expand(b, 3, 3)
+    luma = torch.tensor(_LUMA, device=dev, dtype=dt)
+    to_grey = torch.ones(3, 1, device=dev, dtype=dt) * luma.view(1, 3)  # every channel := luma
+    m, o = eye.clone(), torch.zeros(b, 3, device=dev, dtype=dt)
+
+    def col(v: Tensor) -> Tensor:
+        return v.to(dev, dt).view(b, 1, 1)
+
+    if "brightness" in which:
+        m = m * col(p["brightness"])
+    if "contrast" in which:
+        c = col(p["contrast"])
+        mean_rgb = torch.einsum("bij,bj->bi", m, x.mean((2, 3))) + o  # (B, 3): the image's mean colour now
+        grey = (mean_rgb * luma).sum(1).view(b, 1)
+        m, o = m * c, o * c.view(b, 1) + (1 - c.view(b, 1)) * grey
+    if "saturation" in which:
+        sat = col(p["saturation"])
+        k = sat * eye + (1 - sat) * to_grey
+        m, o = k @ m, torch.einsum("bij,bj->bi", k, o)
+    if "hue" in which:
+        h = _hue_matrix(p["hue"].to(dev, dt))
+        m, o = h @ m, torch.einsum("bij,bj->bi", h, o)
+    if "grey" in which:
+        k = torch.where(p["grey"].to(dev).view(b, 1, 1), to_grey.expand(b, 3, 3), eye)
+        m, o = k @ m, torch.einsum("bij,bj->bi", k, o)
+    return m, o
+
+
+def _hue_matrix(angle: Tensor) -> Tensor:
+    """(B, 3, 3) RGB -> RGB maps turning the (I, Q) chroma by ``angle`` radians; Y (luma) is kept."""
+    yiq = torch.tensor(_RGB2YIQ, device=angle.device, dtype=angle.dtype)
+    c, s = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(len(angle), 3, 3, device=angle.device, dtype=angle.dtype)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
+    return torch.linalg.inv(yiq) @ rot @ yiq
+
+
+def _binomial_blur(x: Tensor) -> Tensor:
+    """3x3 binomial blur ([1, 2, 1] / 4 in each direction, edges replicated), by shifted sums."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    h = (p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]) / 4
+    return (h[..., :-2, :] + 2 * h[..., 1:-1, :] + h[..., 2:, :]) / 4
+
+
+def _erase(x: Tensor, on: Tensor, box: Tensor, ng: torch.Generator) -> Tensor:
+    """Random erasing (Zhong et al. 2020): a rectangle of 4-20 % of the image, aspect 0.5-2, noise-filled."""
+    b, _, h, w = x.shape
+    area = 0.04 + 0.16 * box[:, 0]
+    aspect = torch.exp((box[:, 1] * 2 - 1) * math.log(2.0))
+    eh = (area * aspect).sqrt().clamp(max=1.0)
+    ew = (area / aspect).sqrt().clamp(max=1.0)
+    y0 = box[:, 2] * (1 - eh)
+    x0 = box[:, 3] * (1 - ew)
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
+
+    def dev(v: Tensor) -> Tensor:
+        return v.to(x.device, x.dtype).view(b, 1, 1)
+
+    inside = ((ys.view(1, h, 1) >= dev(y0)) & (ys.view(1, h, 1) < dev(y0 + eh))
+              & (xs.view(1, 1, w) >= dev(x0)) & (xs.view(1, 1, w) < dev(x0 + ew)))
+    inside = (inside & on.to(x.device).view(b, 1, 1)).unsqueeze(1)
+    fill = torch.rand(x.shape, generator=ng, device=x.device, dtype=x.dtype)
+    return torch.where(inside, fill, x)

@@ -1,0 +1,187 @@
+"""Batch augmentation: labels follow the pixels, flips are involutions, draws are seeded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facemtl.data.augment import FLIP_LANDMARKS, AugmentConfig, BatchAugment
+from facemtl.errors import ConfigError, UnknownNameError
+
+S = 64
+
+
+def _batch(n: int = 8, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.4, 0.7], [0.6, 0.7]])
+    lm = base + (torch.rand(n, 5, 2, generator=g) - 0.5) * 0.06
+    return {
+        "landmarks": lm,
+        "bbox": torch.tensor([[0.2, 0.2, 0.6, 0.65]]).repeat(n, 1),
+        "pose": torch.stack([torch.linspace(-60, 60, n), torch.zeros(n), torch.linspace(-10, 10, n)], 1),
+        "pose_class": torch.tensor([0, 1, 2, 3, 4, 2, -1, 1] * (n // 8), dtype=torch.int8),
+        "attributes": torch.ones(n, 3, dtype=torch.int8),
+        "face": torch.ones(n, dtype=torch.int8),
+        "present": {"landmarks": n},
+    }
+
+
+def _dots(lm: torch.Tensor, which: int) -> torch.Tensor:
+    """(B, 3, S, S) black images with a small bright Gaussian blob at landmark ``which``."""
+    ys, xs = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    c = lm[:, which] * S  # (B, 2) pixels
+    d2 = (xs[None] - c[:, 0, None, None]) ** 2 + (ys[None] - c[:, 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * 1.2**2)).unsqueeze(1).repeat(1, 3, 1, 1)
+
+
+def _peak(img: torch.Tensor) -> torch.Tensor:
+    """Intensity-weighted centre of each image's blob, in [0, 1] coordinates (B, 2)."""
+    w = img[:, 0]
+    w = w * (w > 0.3 * w.flatten(1).max(1).values.view(-1, 1, 1))
+    ys, xs = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    tot = w.sum((1, 2))
+    return torch.stack([(w * xs).sum((1, 2)) / tot, (w * ys).sum((1, 2)) / tot], 1) / S
+
+
+def test_flip_twice_is_identity():
+    aug = BatchAugment(AugmentConfig(flip=1.0))
+    b = _batch()
+    x = [torch.rand(8, 3, S, S)]
+    y1, b1 = aug(x, b, epoch=0, batch_index=0)
+    y2, b2 = aug(y1, b1, epoch=0, batch_index=0)
+    assert not torch.allclose(y1[0], x[0])
+    assert torch.allclose(y2[0], x[0], atol=1e-5)
+    for k in ("landmarks", "bbox", "pose"):
+        assert torch.allclose(b2[k], b[k], atol=1e-5), k
+    assert torch.equal(b2["pose_class"], b["pose_class"])
+    # one flip: mirrored, left/right swapped, yaw and roll negated, pose class mirrored, -1 kept
+    assert torch.allclose(b1["landmarks"][:, 0, 0], 1 - b["landmarks"][:, 1, 0], atol=1e-5)
+    assert torch.allclose(b1["pose"][:, 0], -b["pose"][:, 0]) and torch.allclose(b1["pose"][:, 2], -b["pose"][:, 2])
+    assert b1["pose_class"].tolist() == [4, 3, 2, 1, 0, 2, -1, 3]
+    assert torch.allclose(b1["bbox"][:, 0], 1 - b["bbox"][:, 0] - b["bbox"][:, 2], atol=1e-5)
+    assert torch.equal(b1["attributes"], b["attributes"]) and b1["present"] == b["present"]
+
+
+@pytest.mark.parametrize("preset", ["light", "standard", "strong"])
+def test_landmarks_follow_the_pixels(preset):
+    """A dot drawn at a landmark is still under that landmark's transformed position."""
+    b = _batch(16, seed=1)
+    # photometric changes off: they would move nothing but add noise to the blob's centre
+    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, erase=0))
+    for k in range(5):
+        out, nb = aug([_dots(b["landmarks"], k)], b, epoch=3, batch_index=k)
+        peak = _peak(out[0])
+        flipped = nb["pose"][:, 0] * b["pose"][:, 0] < 0
+        j = torch.where(flipped, FLIP_LANDMARKS[k], k)  # the flip moved landmark k to index FLIP[k]
+        where = nb["landmarks"][torch.arange(16), j]
+        err_px = ((peak - where).norm(dim=1) * S).max().item()
+        assert err_px < 0.35, (k, err_px)
+
+
+def test_box_centre_and_roll_follow_the_image():
+    aug = BatchAugment(AugmentConfig(rotate=20.0, scale=0.1, translate=0.05))
+    b = _batch(8)
+    _, nb = aug([torch.zeros(8, 3, S, S)], b, epoch=0, batch_index=5)
+    # the eye line turns by exactly minus the roll change (roll is counter-clockwise positive)
+    def tilt(lm):
+        d = lm[:, 1] - lm[:, 0]
+        return torch.atan2(d[:, 1], d[:, 0]) * 180 / math.pi
+    assert torch.allclose(tilt(nb["landmarks"]) - tilt(b["landmarks"]), b["pose"][:, 2] - nb["pose"][:, 2], atol=1e-3)
+    assert torch.allclose(nb["pose"][:, 0], b["pose"][:, 0])  # yaw is not changed by an in-plane turn
+    # the box's centre moves like a landmark would; its size scales with the zoom only
+    scale = nb["bbox"][:, 2] / b["bbox"][:, 2]
+    assert torch.allclose(nb["bbox"][:, 3] / b["bbox"][:, 3], scale) and ((scale > 0.89) & (scale < 1.11)).all()
+
+
+def test_roll_sign_matches_synthfaces():
+    """SynthFaces draws a positive roll counter-clockwise on screen: the eye line tilts by -roll."""
+    from facemtl.data.synth import SynthConfig
+    from facemtl.data.synth.render import render_face_with_attributes
+
+    cfg = SynthConfig(identities=4, sizes=(64,))
+    tilts = []
+    for roll in (-15.0, 15.0):
+        s = render_face_with_attributes(1, {}, cfg, 64, pose=(0.0, 0.0, roll))
+        d = s["landmarks"][1] - s["landmarks"][0]
+        tilts.append(math.degrees(math.atan2(d[1], d[0])))
+    assert tilts[0] == pytest.approx(15.0, abs=3.0) and tilts[1] == pytest.approx(-15.0, abs=3.0)
+
+
+def test_same_seed_same_batch_and_nan_labels_stay_missing():
+    aug = BatchAugment(AugmentConfig(preset="strong"), seed=4)
+    b = _batch()
+    b["landmarks"][2] = float("nan")
+    x = [torch.rand(8, 3, S, S), torch.rand(8, 3, 2 * S, 2 * S)]
+    y1, b1 = aug(x, b, epoch=1, batch_index=7)
+    y2, b2 = aug(x, b, epoch=1, batch_index=7)
+    y3, _ = aug(x, b, epoch=1, batch_index=8)
+    assert all(torch.equal(p, q) for p, q in zip(y1, y2))
+    assert torch.equal(torch.nan_to_num(b1["landmarks"]), torch.nan_to_num(b2["landmarks"]))
+    assert not torch.equal(y1[0], y3[0])
+    assert torch.isnan(b1["landmarks"][2]).all() and torch.isfinite(b1["landmarks"][[0, 1, 3]]).all()
+    assert all(float(t.min()) >= 0 and float(t.max()) <= 1 for t in y1)
+    # both input sizes of a sample got the same geometry: the small one matches the big one downsampled
+    assert b1["landmarks"].shape == (8, 5, 2)
+
+
+def test_photometric_changes_keep_geometry_and_range():
+    aug = BatchAugment(AugmentConfig(preset="strong", flip=0, scale=0, rotate=0, translate=0))
+    b = _batch()
+    x = [torch.rand(8, 3, S, S)]
+    y, nb = aug(x, b, epoch=0, batch_index=0)
+    assert torch.equal(nb["landmarks"], b["landmarks"]) and not torch.allclose(y[0], x[0])
+    grey = AugmentConfig(grey=1.0)
+    yg, _ = BatchAugment(grey)(x, b, epoch=0, batch_index=0)
+    assert torch.allclose(yg[0][:, 0], yg[0][:, 1]) and torch.allclose(yg[0][:, 1], yg[0][:, 2])
+
+
+def test_hue_rotation_keeps_luma_and_full_turn_is_identity():
+    from facemtl.data.augment import _LUMA, _hue_matrix
+
+    h = _hue_matrix(torch.tensor([0.7, 2 * math.pi]))
+    luma = torch.tensor(_LUMA)
+    assert torch.allclose(luma @ h[0], luma, atol=1e-5)  # grey level of every colour unchanged
+    assert torch.allclose(h[1], torch.eye(3), atol=1e-5)
+
+
+def test_colour_matrix_equals_the_steps_one_by_one():
+    """The folded colour map matches brightness, contrast, saturation, hue, grey applied in turn."""
+    from facemtl.data.augment import _LUMA, _hue_matrix
+
+    x = torch.rand(6, 3, 16, 16)
+    aug = BatchAugment(AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.05, grey=0.5))
+    y, _ = aug([x], _batch(6) | {"pose_class": torch.zeros(6, dtype=torch.int8)}, epoch=0, batch_index=1)
+    p = aug._draw(6, __import__("facemtl.data.augment", fromlist=["batch_generator"]).batch_generator(0, 0, 1))
+    w = torch.tensor(_LUMA).view(1, 3, 1, 1)
+
+    def grey(t):
+        return (t * w).sum(1, keepdim=True)
+
+    z = x * p["brightness"].view(-1, 1, 1, 1)
+    mean = grey(z).mean((2, 3), keepdim=True)
+    z = (z - mean) * p["contrast"].view(-1, 1, 1, 1) + mean
+    z = (z - grey(z)) * p["saturation"].view(-1, 1, 1, 1) + grey(z)
+    z = torch.einsum("bij,bjhw->bihw", _hue_matrix(p["hue"]), z)
+    z = torch.where(p["grey"].view(-1, 1, 1, 1), grey(z).expand_as(z), z)
+    assert torch.allclose(y[0], z.clamp(0, 1), atol=1e-5)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(UnknownNameError, match="standard"):
+        AugmentConfig(preset="extreme").resolved()
+    with pytest.raises(ConfigError, match="augment.flip"):
+        AugmentConfig(flip=1.5).resolved()
+    with pytest.raises(ConfigError, match="augment.scale"):
+        AugmentConfig(scale=1.0).resolved()
+    assert not AugmentConfig().enabled and AugmentConfig(preset="light").enabled
+
+
+def test_validation_never_augments_and_recipes_set_a_preset():
+    from facemtl.engine.config import load_recipe, recipe_names
+
+    for name in recipe_names():
+        assert load_recipe(name).augment.preset in ("none", "light", "standard", "strong"), name
+    assert np.isclose(AugmentConfig(preset="standard").resolved()["flip"], 0.5)
