@@ -8,24 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-# tests/ is on sys.path
-from reports._fixtures import ALL_TASKS, shared_base, trained_run
 from typer.testing import CliRunner
 
 from facemtl.cli.main import app
+from reports._fixtures import ALL_TASKS, trained_run  # tests/ is on sys.path
 
 pytest.importorskip("skimage")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return shared_base(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run(base):
-    return trained_run(base, ALL_TASKS)
 
 
 def flat(text: str) -> str:

@@ -10,19 +10,9 @@ from typer.testing import CliRunner
 
 from facemtl.cli.main import app
 
-from reports._fixtures import ALL_TASKS, check_png, shared_base, synth_cache, trained_run  # tests/ is on sys.path
+from reports._fixtures import ALL_TASKS, check_png, synth_cache  # tests/ is on sys.path
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return shared_base(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run(base):
-    return trained_run(base, ALL_TASKS)
 
 
 def ok(args: list[str]):
