@@ -222,11 +222,12 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             device = torch.device("cuda", dist_info.local_rank)
         cache = ensure_data(cfg, dist_info)
         info = DataInfo.from_cache(cache)
+        state = load_checkpoint(last) if resume else None
         task_options = cfg.tasks.options
-        if resume:  # a 0.1.0 run resumes with the linear landmark head it was trained with
+        if state is not None:  # a 0.1.0 run resumes with the linear landmark head it was trained with
             from facemtl.engine.checkpoint import legacy_task_options
 
-            task_options = legacy_task_options(cfg, load_checkpoint(last)["model"])
+            task_options = legacy_task_options(cfg, state["model"])
         tasks = build_tasks(list(cfg.tasks.names), info, task_options)
         task_names = [t.name for t in tasks]
         model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights, **cfg.model.options)
@@ -262,8 +263,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         weight_log: list[dict[str, Any]] = []
         best, best_epoch, bad_epochs = math.inf, -1, 0
         partial_epoch: dict[str, Any] = {}  # running sums of an epoch cut short (restored on resume)
-        if resume:
-            state = load_checkpoint(last)
+        if state is not None:
             if state.get("config_digest") != cfg.digest():
                 saved = state["config"]
                 raise CheckpointError(
