@@ -147,12 +147,10 @@ class BatchAugment:
         out = []
         theta = _inverse_theta(p)  # (B, 2, 3) output -> input grid coordinates
         for k, x in enumerate(inputs):
-            dev = x.device
-            th = theta.to(dev, x.dtype)
             if p["geometric"]:
-                grid = F.affine_grid(th, list(x.shape), align_corners=False)
+                grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
                 x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            x = _photometric(x, {key: (v.to(dev) if isinstance(v, Tensor) else v) for key, v in p.items()}, g, k)
+            x = _photometric(x, p, k)  # parameters stay on the CPU; each op moves the few it needs
             out.append(x)
         if p["geometric"]:
             _transform_labels(batch, p)
@@ -249,12 +247,7 @@ _LUMA = (0.299, 0.587, 0.114)
 _RGB2YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
 
-def _grey(x: Tensor) -> Tensor:
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)  # (B, 1, S, S)
-
-
-def _photometric(x: Tensor, p: dict[str, Any], g: torch.Generator, input_index: int) -> Tensor:
+def _photometric(x: Tensor, p: dict[str, Any], input_index: int) -> Tensor:
     which = p["photometric"]
     if not which:
         return x
@@ -264,14 +257,14 @@ def _photometric(x: Tensor, p: dict[str, Any], g: torch.Generator, input_index: 
         m, o = _colour_transform(x, p, which)
         x = torch.baddbmm(o.unsqueeze(2), m, x.flatten(2)).view_as(x)  # one (3x3 + offset) per sample
     if "blur" in which:
-        idx = p["blur"].nonzero().flatten().to(x.device)
+        idx = p["blur"].nonzero().flatten().to(x.device)  # found on the CPU: no device sync
         if len(idx):
             x = x.index_copy(0, idx, _binomial_blur(x.index_select(0, idx)))
     if "noise" in which or "erase" in which:
         ng = torch.Generator(device=x.device)
         ng.manual_seed(p["noise_seed"] + 7919 * input_index)
         if "noise" in which:
-            x = x + torch.randn(x.shape, generator=ng, device=x.device, dtype=x.dtype) * p["noise"].to(x.dtype).view(b, 1, 1, 1)
+            x = x + torch.randn(x.shape, generator=ng, device=x.device, dtype=x.dtype) * p["noise"].to(x.device, x.dtype).view(b, 1, 1, 1)
         if "erase" in which:
             x = _erase(x, p["erase"], p["erase_box"], ng)
     return x.clamp_(0.0, 1.0)
