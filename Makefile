@@ -16,10 +16,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The demo's run folder is replaced on every `make demo` (train --force), so the demo can be rerun;
+# your own runs (runs/default, ...) are never touched.
+DEMO_RUN ?= runs/demo
+
 demo: $(STAMP)
-	$(BIN)/facemtl train
+	@echo "make demo: the default recipe into $(DEMO_RUN) (replaced on each make demo); SynthFaces is rendered into data/synthfaces.h5 first when missing"
+	$(BIN)/facemtl train --out $(DEMO_RUN) --force
 	$(BIN)/facemtl info data/synthfaces.h5
-	$(BIN)/facemtl evaluate runs/default --dataset lfw-subset
+	$(BIN)/facemtl evaluate $(DEMO_RUN) --dataset lfw-subset
+	@echo ""
+	@echo "done. The facemtl command is in $(VENV): run  . $(VENV)/bin/activate  in your shell first"
+	@echo "(or call $(BIN)/facemtl directly); then: facemtl --help, facemtl evaluate $(DEMO_RUN)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

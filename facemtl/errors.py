@@ -6,6 +6,12 @@ Every message says what was wrong, where, and what to do. The CLI maps any
 
 from __future__ import annotations
 
+import difflib
+from collections import Counter
+
+#: a list of valid names longer than this is summarised (prefixed names grouped)
+LIST_MAX = 20
+
 
 class FacemtlError(Exception):
     """Base class of every error a user can fix (bad input, bad option, missing file)."""
@@ -16,10 +22,26 @@ class UnknownNameError(FacemtlError, KeyError):
 
     def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
         self.kind, self.name, self.valid = kind, name, list(valid)
-        super().__init__(f"Unknown {kind} '{name}'. Valid {kind} names: {', '.join(sorted(self.valid))}.")
+        close = difflib.get_close_matches(str(name), self.valid, n=3, cutoff=0.6)
+        guess = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"Unknown {kind} '{name}'.{guess} Valid {kind} names: {_summary(self.valid)}.")
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise
         return self.args[0]
+
+
+def _summary(valid: list[str]) -> str:
+    """All names when there are few; else the plain names and one entry per ``prefix:`` family
+    (a task list holds an ``attr:NAME`` for each of 40 attributes)."""
+    if len(valid) <= LIST_MAX:
+        return ", ".join(sorted(valid))
+    plain = sorted(v for v in valid if ":" not in v)
+    families = Counter(v.split(":", 1)[0] for v in valid if ":" in v)
+    parts = plain + [f"{p}:NAME ({n} names: {', '.join(sorted(v for v in valid if v.startswith(p + ':'))[:3])}, ...)"
+                     for p, n in sorted(families.items())]
+    if len(parts) > LIST_MAX:
+        parts = [*parts[:LIST_MAX], f"and {len(parts) - LIST_MAX} more"]
+    return ", ".join(parts)
 
 
 class DataFormatError(FacemtlError):

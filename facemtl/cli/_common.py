@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from facemtl.errors import ConfigError, FacemtlError
+from facemtl.errors import ConfigError, FacemtlError, MissingFileError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,6 +67,54 @@ def parse_name_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def check_data_option(data: os.PathLike | str | None, recipe_path: str) -> None:
+    """A missing ``--data`` is an error, unless it is the recipe's own cache (SynthFaces, rendered
+    when missing): a mistyped path must not start a long render into a new file."""
+    if data is None or os.path.exists(data):
+        return
+    if os.path.abspath(data) == os.path.abspath(recipe_path):
+        return
+    raise MissingFileError(
+        f"cache {data} (--data) does not exist; check the path. To render SynthFaces there, run "
+        f"`facemtl prepare synthetic --out {data}` first (only the recipe's own cache, {recipe_path}, "
+        "is prepared automatically)."
+    )
+
+
+def announce_synthetic_render(cfg: Any, sample: int = 24) -> None:
+    """Before the trainer renders a missing SynthFaces cache (``ensure_data``), say what it will
+    render and for about how long: a few images are timed here, on this machine."""
+    import time
+
+    if os.path.exists(cfg.data.path) or not cfg.data.prepare_if_missing or int(os.environ.get("RANK", "0")) != 0:
+        return
+    from facemtl.data.synth import SynthConfig
+    from facemtl.data.synthetic import render_block
+    from facemtl.models import input_sizes
+
+    # the sizes ensure_data renders: the recipe's synthetic_sizes, else those the model reads
+    sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
+    synth = SynthConfig(identities=cfg.data.synthetic_identities, sizes=sizes)
+    render_block(0, 1, synth)  # warm-up: imports, photo loading
+    t0 = time.perf_counter()
+    render_block(1, 1 + sample, synth)
+    per_image = (time.perf_counter() - t0) / sample
+    seconds = per_image * cfg.data.synthetic_images / (os.cpu_count() or 1)
+    err_console.print(
+        f"{escape(str(cfg.data.path))} not found: rendering {cfg.data.synthetic_images:,} SynthFaces images "
+        f"({', '.join(map(str, sizes))} px) into it first, about {format_duration(seconds)} on this machine "
+        f"(timed on {sample} images; `facemtl prepare synthetic` renders it with a progress bar)",
+        highlight=False, soft_wrap=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``1 h 20 min``: a rounded duration for an estimate."""
+    if seconds < 60:
+        return f"{max(seconds, 1):.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class SpeedColumn(ProgressColumn):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -10,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facemtl.cli._common import console, err_console, handle_errors, parse_name_list
+from facemtl.cli._common import check_data_option, console, err_console, handle_errors, parse_name_list
 
 
 @handle_errors
@@ -24,12 +25,12 @@ def ablate(
     seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache file (default: the recipe's).")] = None,
-    backbone: Annotated[Optional[str], typer.Option("--backbone")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Backbone of every run (default: the recipe's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs of every run (default: the recipe's).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick ablations).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
-    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the recipe's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset (none, light, standard, strong); default: the recipe's.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
@@ -54,6 +55,8 @@ def ablate(
     }
     overrides.update(_parse_set(set_))
     base = build_config(recipe, overrides=overrides)
+    if data is not None:
+        check_data_option(data, build_config(recipe).data.path)
     # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
     plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets,
                          weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
@@ -82,10 +85,28 @@ def ablate(
             tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 
-    result = run_ablation(plan, base, out, split=split, progress=progress)
+    trainer_log = logging.getLogger("facemtl.engine.trainer")
+    trainer_log.addFilter(_ablate_resume_hint)
+    try:
+        result = run_ablation(plan, base, out, split=split, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print("to continue, rerun the same [cyan]facemtl ablate[/] command: finished runs are skipped "
+                          "and the interrupted run resumes from its last.pt", highlight=False)
+        raise
+    finally:
+        trainer_log.removeFilter(_ablate_resume_hint)
     _print_table(result.table)
     console.print(f"{result.trained} runs trained, {result.skipped} finished earlier, {time.perf_counter() - t0:.0f} s; "
                   f"report: [bold]{out}[/] (ablation.csv, ablation.md, plots)")
+
+
+def _ablate_resume_hint(record: logging.LogRecord) -> bool:
+    """Inside an ablation the trainer's "Resume with: facemtl train --resume" is the wrong advice:
+    the ablate command itself resumes (it says so when interrupted)."""
+    msg = record.getMessage()
+    if " Resume with: facemtl train" in msg:
+        record.msg, record.args = msg.split(" Resume with: facemtl train")[0], ()
+    return True
 
 
 def _print_plan(plan, status: dict[str, str]) -> None:
@@ -118,9 +139,9 @@ def _print_table(df) -> None:
             seen.add(col.split("/")[0])
             heads.append(col)
     t = Table(title="ablation (all columns: ablation.csv / ablation.md)")
-    t.add_column("configuration")
+    t.add_column("configuration", overflow="fold", min_width=12)  # folded, never "landmark…"
     for col in (*heads, "Δm%", "train s"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", overflow="fold")
     for name, row in show.iterrows():
         t.add_row(escape(str(name)), *[escape(str(row[c])) for c in (*heads, "Δm%", "train s")])
     console.print(t)

@@ -20,12 +20,12 @@ def correlate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default RUN/correlate).")] = None,
     reduce: Annotated[str, typer.Option("--reduce", help="Multi-output heads: norm (per-feature L2 over outputs), mean, or rows (no reduction).")] = "norm",
     batches: Annotated[int, typer.Option("--batches", help="Batches the gradient cosines are averaged over.")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch of the gradient cosines.")] = 64,
     grad_space: Annotated[str, typer.Option("--grad-space", help="params (shared parameters) or rep (shared representation).")] = "params",
     stage: Annotated[int, typer.Option("--stage", help="Cascade stage whose heads are compared (-1 = L_Net).")] = -1,
     top: Annotated[int, typer.Option("--top", help="Strongest pairs listed per matrix.")] = 10,
     all_labels: Annotated[bool, typer.Option("--all-labels", help="Label matrix over every label of the data, not just the model's tasks.")] = False,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Correlate a model's tasks: Pearson r of head weights (TCDCN), label correlations, gradient cosines.
 

@@ -20,7 +20,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default RUN/eval-SPLIT).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (memory, not results).")] = 128,
     max_pairs: Annotated[int, typer.Option("--max-pairs", help="Verification pairs (half genuine, half impostor).")] = 6000,
     scenes: Annotated[bool, typer.Option("--scenes/--no-scenes", help="End-to-end detection on the cache's scenes (sliding windows).")] = True,
     max_scenes: Annotated[int, typer.Option("--max-scenes", help="Scenes to scan at most.")] = 32,

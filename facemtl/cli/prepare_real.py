@@ -22,10 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facemtl.cli._common import SpeedColumn, console, err_console, handle_errors, parse_int_list
-from facemtl.errors import ConfigError
 
 Root = Annotated[Path, typer.Option("--root", "-r", help="Folder holding the dataset as downloaded.")]
-Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Cache file to write (.h5); not needed with --check.")]
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Cache file to write (.h5). Default: $FACEMTL_DATA/DATASET.h5 (data/DATASET.h5), where evaluate --dataset looks.", show_default=False)]
 Sizes = Annotated[str, typer.Option("--sizes", help="Square sizes to store, comma-separated.")]
 Workers = Annotated[int, typer.Option("--workers", "-w", help="Decoding processes (0 = all cores).")]
 Limit = Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (in annotation order).")]
@@ -79,8 +78,11 @@ def _run(dataset: str, out: Optional[Path], check: bool, common: dict[str, Any],
         if not report.ok:
             raise typer.Exit(1)
         return
-    if out is None:
-        raise ConfigError(f"--out is required (the cache file to write), e.g. --out data/{dataset}.h5; or pass --check.")
+    if out is None:  # where `facemtl evaluate --dataset NAME` looks for it
+        from facemtl.reports._data import DATASET_FILES, data_root
+
+        out = data_root() / DATASET_FILES.get(dataset, f"{dataset}.h5")
+        console.print(f"writing [bold]{out}[/] (the default for {dataset}; --out PATH to choose)", highlight=False)
     common["sizes"] = parse_int_list(common["sizes"], "--sizes")
     with _phases() as phase:
         res = prepare_dataset(dataset, out, phase=phase, **common, **options)

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
-from facemtl.cli._common import console, err_console, handle_errors, parse_name_list
+from facemtl.cli._common import announce_synthetic_render, check_data_option, console, err_console, handle_errors, parse_name_list
 from facemtl.engine.trainer import Callbacks
 from facemtl.errors import ConfigError
 
@@ -50,30 +51,42 @@ def build_config(
 
 
 class RichCallbacks(Callbacks):
-    """Draws an epoch bar and a step bar with per-task losses and current task weights."""
+    """Draws an epoch bar and a step bar with per-task losses and current task weights; without a
+    terminal (a log file, a pipe) it writes one plain line per epoch instead."""
 
     def __init__(self) -> None:
+        self.live = err_console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=err_console,
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, min_width=8)), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            # folds onto more lines in a narrow terminal rather than squeezing "epochs" into "ep…"
+            TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")), console=err_console,
         )
 
     def on_train_start(self, *, epochs, steps_per_epoch, start_epoch, tasks, run_dir):
+        self.steps, self.epochs = steps_per_epoch, epochs
+        if not self.live:
+            err_console.print(f"training {escape(str(run_dir))}: epochs {start_epoch + 1}-{epochs}, {steps_per_epoch} steps each",
+                              highlight=False, soft_wrap=True)
+            return
         self.progress.start()
-        self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info=str(run_dir))
+        self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info=escape(str(run_dir)))
         self.step_task = self.progress.add_task("steps", total=steps_per_epoch, info="")
-        self.steps = steps_per_epoch
 
     def on_step(self, *, epoch, step, losses, weights):
-        if step % 5 and step != self.steps:
+        if not self.live or (step % 5 and step != self.steps):
             return
         parts = [f"{k[:10]} {v:.3f}" + (f"·w{weights[k]:.2f}" if k in weights else "") for k, v in list(losses.items())[:6]]
         if len(losses) > 6:
             parts.append(f"+{len(losses) - 6} tasks")
-        self.progress.update(self.step_task, completed=step, description=f"epoch {epoch + 1}", info="  ".join(parts))
+        self.progress.update(self.step_task, completed=step, description=f"epoch {epoch + 1}", info=escape("  ".join(parts)))
 
     def on_epoch_end(self, *, epoch, row):
-        self.progress.update(self.epoch_task, completed=epoch + 1, info=f"train {row['train_loss']:.3f}  val {row['val_loss']:.3f}")
+        info = f"train {row['train_loss']:.3f}  val {row['val_loss']:.3f}"
+        if not self.live:
+            err_console.print(f"epoch {epoch + 1}/{self.epochs}: {info}  ({row.get('seconds', 0):.0f} s)", highlight=False, soft_wrap=True)
+            return
+        self.progress.update(self.epoch_task, completed=epoch + 1, info=info)
         self.progress.reset(self.step_task, total=self.steps)
 
     def close(self) -> None:
@@ -103,9 +116,9 @@ def train(
     weighting_args: Annotated[Optional[str], typer.Option("--weighting-args", help="Strategy options, e.g. 'main=landmarks' or 'weights=landmarks:1;smile:0.5'.")] = None,
     grad_mode: Annotated[Optional[str], typer.Option("--grad-mode", help="rep (shared representation) or params (shared parameters).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split (default: the recipe's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the schedule (default: the recipe's).")] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd.")] = None,
     schedule: Annotated[Optional[str], typer.Option("--schedule", help="cosine, step, seed004 or constant.")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping patience in epochs (0 = off).")] = None,
@@ -117,7 +130,7 @@ def train(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Local state dict to initialise the backbone.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset: none, light, standard or strong (docs/training.md).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed of weights, data order and augmentation (same seed, same run).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick runs).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<recipe>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
@@ -159,10 +172,13 @@ def train(
         overrides["weighting.options"] = {}
     overrides.update(_parse_set(set_))
     cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides)
+    if data is not None:  # a mistyped --data must not be rendered into (only the recipe's own cache is)
+        check_data_option(data, build_config(recipe, resume_dir=out if resume else None).data.path)
     if backbone is not None and input_size is None:  # another backbone: its own input size, not the recipe's
         import dataclasses
 
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=None, options={}))
+    announce_synthetic_render(cfg)  # the expected duration before a long render
     cb = RichCallbacks()
     try:
         result = run_training(cfg, resume=resume, force=force, callbacks=cb)

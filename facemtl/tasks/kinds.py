@@ -293,7 +293,7 @@ class PoseTask(ClassTask):
     def metrics(self, c):
         out = super().metrics(c)
         if "yaw" in c and len(c["yaw"]):
-            out["yaw_mae"] = float(np.abs(c["yaw_pred"] - c["yaw"]).mean())
+            out["yaw_mae_deg"] = float(np.abs(c["yaw_pred"] - c["yaw"]).mean())
         return out
 
 
