@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike
 ANNOTATE_MAX = 12  # annotate heatmap cells when both sides have at most this many cells
+MARKERS_MAX = 30  # curves with at most this many points also draw a marker at each
 
 
 def _figure(figsize: tuple[float, float] = (6.0, 4.5)) -> Figure:
@@ -61,7 +62,7 @@ def plot_ced(
         span = thr[-1] - thr[0]
         auc = trapezoid(frac, thr) / span if span > 0 else float("nan")
         ax.plot(thr, frac, label=f"{name} (AUC {auc:.3f})")
-    ax.set(xlabel="NME", ylabel="fraction of faces", ylim=(0, 1.01), title=title)
+    ax.set(xlabel="NME", ylabel="fraction of faces", ylim=(0, 1.01), title=_wrap(title, fig))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     _save(fig, path)
@@ -86,18 +87,29 @@ def plot_roc(
         ax.set_xscale("log")
     else:
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", ylim=(0, 1.01), title=title)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", ylim=(0, 1.01), title=_wrap(title, fig))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     _save(fig, path)
 
 
-def _annotate(ax: Any, values: np.ndarray, text: np.ndarray, lo: float, hi: float) -> None:
-    mid = (lo + hi) / 2
-    half = (hi - lo) / 2 or 1.0
+def _annotate(ax: Any, im: Any, values: np.ndarray, text: np.ndarray) -> None:
+    """Write ``text`` on each cell of the image ``im``, black on light cells and white on dark ones
+    (by the cell colour's relative luminance, so pale cells of any colour map stay readable)."""
+    rgba = im.cmap(im.norm(np.ma.masked_invalid(values)))
     for (r, c), v in np.ndenumerate(values):
-        strong = np.isfinite(v) and abs(v - mid) / half > 0.6
-        ax.text(c, r, text[r, c], ha="center", va="center", fontsize=7, color="white" if strong else "black")
+        red, green, blue = rgba[r, c, :3]
+        dark = np.isfinite(v) and 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.5
+        ax.text(c, r, text[r, c], ha="center", va="center", fontsize=7, color="white" if dark else "black")
+
+
+def _wrap(text: str, fig: Figure, fontsize: float = 12.0, width: float | None = None) -> str:
+    """Break a title into lines that fit ``width`` inches (default: the figure's width; a title is
+    centred on its axes, so with wide tick labels on the left it has less): long ones were clipped."""
+    import textwrap
+
+    chars = max(20, int((width or fig.get_figwidth() - 0.4) * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars)) if len(text) > chars else text
 
 
 def plot_confusion(
@@ -117,8 +129,8 @@ def plot_confusion(
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
     ax.set_yticks(range(n), labels=list(class_names))
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    _annotate(ax, rate, np.vectorize(str)(m), 0.0, 1.0)
+    ax.set(xlabel="predicted", ylabel="true", title=_wrap(title, fig))
+    _annotate(ax, im, rate, np.vectorize(str)(m))
     fig.colorbar(im, ax=ax, label="fraction of true class")
     _save(fig, path)
 
@@ -146,10 +158,10 @@ def plot_heatmap(
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(c), labels=[str(x) for x in df.columns], rotation=90, fontsize=7)
     ax.set_yticks(range(r), labels=[str(x) for x in df.index], fontsize=7)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, fig))
     if annotate if annotate is not None else max(r, c) <= ANNOTATE_MAX:
         text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(values)
-        _annotate(ax, values, text, vmin, vmax)
+        _annotate(ax, im, values, text)
     fig.colorbar(im, ax=ax)
     _save(fig, path)
 
@@ -161,10 +173,14 @@ def plot_bars(
     path: PathLike,
     title: str = "",
     label_col: str | None = None,
+    value_label: str | None = None,
 ) -> None:
-    """One bar per row (labels from ``label_col`` or the index), error bars from ``err_col``.
+    """One bar per row (labels from ``label_col`` or the index), error bars from ``err_col``;
+    ``value_label`` names the value axis (default ``metric_col``).
 
-    More than 12 bars are drawn horizontally (for instance 40 attributes)."""
+    Bars are horizontal, so every label is written in full on one line (ablation configurations
+    such as ``landmarks+pose+gender+glasses+smile [ew]``), except a few short labels, drawn as
+    columns."""
     _need_columns(df, [c for c in (metric_col, err_col, label_col) if c is not None])
     if len(df) == 0:
         raise ValueError("plot_bars needs at least one row.")
@@ -172,20 +188,22 @@ def plot_bars(
     values = df[metric_col].to_numpy(dtype=float)
     err = df[err_col].to_numpy(dtype=float) if err_col else None
     pos = np.arange(len(df))
-    if len(df) > ANNOTATE_MAX:
-        fig = _figure((6.0, 1.0 + 0.22 * len(df)))
+    longest = max(len(x) for x in labels)
+    if len(df) > ANNOTATE_MAX or longest > 6:
+        # width: the labels (about 0.075 in per character at 8 pt) plus room for the bars
+        fig = _figure((min(14.0, 4.5 + 0.075 * longest), 2.0 + 0.28 * len(df)))
         ax = fig.add_subplot()
         ax.barh(pos, values, xerr=err, capsize=2, color="tab:blue")
-        ax.set_yticks(pos, labels=labels, fontsize=7)
+        ax.set_yticks(pos, labels=labels, fontsize=8 if len(df) <= ANNOTATE_MAX else 7)
         ax.invert_yaxis()
-        ax.set(xlabel=metric_col, title=title)
+        ax.set(xlabel=value_label or metric_col, title=_wrap(title, fig, width=fig.get_figwidth() - 0.075 * longest - 0.5))
         ax.grid(axis="x", alpha=0.3)
     else:
         fig = _figure((max(4.0, 1.0 + 0.6 * len(df)), 4.0))
         ax = fig.add_subplot()
         ax.bar(pos, values, yerr=err, capsize=3, color="tab:blue")
-        ax.set_xticks(pos, labels=labels, rotation=45, ha="right")
-        ax.set(ylabel=metric_col, title=title)
+        ax.set_xticks(pos, labels=labels)
+        ax.set(ylabel=value_label or metric_col, title=_wrap(title, fig))
         ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
@@ -206,11 +224,13 @@ def plot_curves(
     _need_columns(df, [x, *ys])
     fig = _figure()
     ax = fig.add_subplot()
+    # markers while the points are few: a one-epoch run is one point per curve, which a line alone never draws
+    marker = "o" if len(df) <= MARKERS_MAX else None
     for col in ys:
-        ax.plot(df[x].to_numpy(), df[col].to_numpy(dtype=float), label=str(col))
+        ax.plot(df[x].to_numpy(), df[col].to_numpy(dtype=float), label=str(col), marker=marker, markersize=4)
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel=x, ylabel=ylabel, title=title)
+    ax.set(xlabel=x, ylabel=ylabel, title=_wrap(title, fig))
     ax.grid(alpha=0.3)
     if len(ys) > 1:
         ax.legend(fontsize=7, ncol=1 + len(ys) // 10)
@@ -238,6 +258,6 @@ def plot_sweep(
         if std.shape != x.shape:
             raise ValueError(f"std must match x's shape {x.shape}; got {std.shape}.")
         ax.fill_between(x, mean - std, mean + std, alpha=0.25)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=_wrap(title, fig))
     ax.grid(alpha=0.3)
     _save(fig, path)

@@ -271,8 +271,8 @@ def write_report(out: Path, plan: Plan, df: pd.DataFrame, results: list[dict[str
             figures.append(name)
         multi = df[np.isfinite(df["delta_m_%"]) & (df["n_tasks"] > 1)]
         if len(multi):
-            plots.plot_bars(multi.reset_index(), "delta_m_%", None, tmp / "plot_delta_m.png",
-                            title="Delta-m% against single-task runs (lower is better)", label_col="configuration")
+            plots.plot_bars(multi.reset_index(), "delta_m_%", None, tmp / "plot_delta_m.png", value_label="Δm (%)",
+                            title="Δm against the single-task runs (lower is better)", label_col="configuration")
             figures.append("plot_delta_m.png")
         if plan.sweep is not None:
             sw = df[df["kind"] == "sweep"].sort_values("sweep_weight")

@@ -82,3 +82,55 @@ def test_importing_facemtl_metrics_does_not_import_matplotlib():
     code = "import sys, facemtl.metrics, facemtl.metrics.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- readability (issue 14, item 21) -------------------------------------------------------------
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions build, drawn (so that text extents are known), not saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    built = []
+
+    def keep(fig, path, dpi=120):
+        FigureCanvasAgg(fig).draw()
+        built.append(fig)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return built
+
+
+def _inside(fig, box) -> bool:
+    page = fig.bbox
+    return box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1
+
+
+def test_one_epoch_curve_draws_markers(figures):
+    plots.plot_curves(pd.DataFrame({"epoch": [1], "loss": [0.7], "val": [0.8]}), "epoch", ["loss", "val"], "x.png")
+    lines = figures[0].axes[0].get_lines()
+    assert len(lines) == 2 and all(line.get_marker() == "o" for line in lines)
+
+
+def test_long_titles_and_labels_fit_the_figure(figures):
+    title = "validation metrics of landmarks+pose+gender+glasses+smile [tcdcn], seed 0, lower is better"
+    plots.plot_curves(pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.5]}), "epoch", "loss", "x.png", title=title)
+    names = ["landmarks", "landmarks+pose", "landmarks+pose+gender+glasses+smile [ew]"]
+    plots.plot_bars(pd.DataFrame({"d": [0.0, 5.0, -2.0]}, index=names), "d", None, "b.png", title=title, value_label="Δm (%)")
+    for fig in figures:
+        ax = fig.axes[0]
+        assert _inside(fig, ax.title.get_window_extent()), ax.title.get_text()
+        assert _inside(fig, ax.get_tightbbox(fig.canvas.get_renderer()))  # every drawn label and tick
+    bars = figures[1].axes[0]
+    assert [t.get_text() for t in bars.get_yticklabels()] == names  # horizontal, full names
+    assert bars.get_xlabel() == "Δm (%)"
+
+
+def test_cell_numbers_are_readable_on_pale_and_dark_cells(figures):
+    plots.plot_confusion(np.array([[10, 0], [0, 10]]), ["a", "b"], "c.png")
+    colours = {t.get_text(): t.get_color() for t in figures[0].axes[0].texts}
+    assert colours["0"] == "black" and colours["10"] == "white"  # 0 % is the palest blue
+    df = pd.DataFrame([[1.0, 0.0], [0.0, -1.0]], index=["a", "b"], columns=["a", "b"])
+    plots.plot_heatmap(df, "h.png")
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_color() for t in figures[1].axes[0].texts}
+    assert texts[(0, 1)] == "black"  # 0: the white middle of RdBu
+    assert texts[(0, 0)] == "white" and texts[(1, 1)] == "white"  # the dark ends
