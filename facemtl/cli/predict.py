@@ -51,6 +51,7 @@ def predict(
     threshold: Annotated[float, typer.Option(help="Face probability needed to report a face (whole photos).")] = 0.9,
     min_face: Annotated[Optional[float], typer.Option(help="Smallest face height searched, pixels (default: max(20, shorter side / 10)).")] = None,
     nms_iou: Annotated[float, typer.Option(help="IoU above which overlapping detections are merged.")] = 0.3,
+    nested: Annotated[float, typer.Option(help="A box this much inside a better box (or holding one) is merged into it; 1 = off.")] = 0.7,
     stride: Annotated[float, typer.Option(help="Sliding-window step as a fraction of the window.")] = 0.25,
     scale_step: Annotated[float, typer.Option(help="Ratio between pyramid levels.")] = 1.25,
     max_faces: Annotated[int, typer.Option(help="At most this many faces per image.")] = 20,
@@ -69,7 +70,7 @@ def predict(
     from facemtl.export.predict import Predictor, collect_images
 
     items = collect_images(images)
-    finder = FinderConfig(threshold=threshold, nms_iou=nms_iou, min_face=min_face, scale_step=scale_step,
+    finder = FinderConfig(threshold=threshold, nms_iou=nms_iou, nested=nested, min_face=min_face, scale_step=scale_step,
                           stride=stride, max_faces=max_faces)
     predictor = Predictor(load_backend(model, threads=threads), finder)
     explicit_failures: list[str] = []

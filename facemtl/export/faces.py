@@ -17,7 +17,9 @@ at the crop centre, box height 0.70 of the crop side) and the whole model runs o
 face probability and box replace the window's (two rounds let a box found from an off-centre
 window settle on the face). The last round's landmarks, attributes, expression and pose are the
 reported ones; a crop whose probability falls below ``threshold`` is dropped, and a last NMS
-removes duplicates.
+removes duplicates, followed by :func:`suppress_nested`: a box lying mostly inside a
+higher-scored one (or mostly holding one) is dropped, which IoU alone misses (a face box inside a
+head box).
 
 Defaults: ``threshold`` 0.9, not 0.5, because a sliding-window search asks thousands of windows
 of which a handful hold a face, while the detection head was trained on roughly balanced crops;
@@ -55,6 +57,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return _nms(boxes, scores, iou)
 
 
+def suppress_nested(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
+    """Indices, by decreasing score, of the x, y, w, h boxes left when each box that lies mostly
+    inside a higher-scored kept box, or mostly holds one, is dropped: their intersection covers at
+    least ``overlap`` of the smaller box. NMS keeps such pairs (a face box inside a head box has a
+    low IoU with it); one face is one box."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    area = boxes[:, 2] * boxes[:, 3]
+    keep: list[int] = []
+    for i in order:
+        inter = (np.clip(np.minimum(x1[i], x1[keep]) - np.maximum(x0[i], x0[keep]), 0, None)
+                 * np.clip(np.minimum(y1[i], y1[keep]) - np.maximum(y0[i], y0[keep]), 0, None))
+        smaller = np.maximum(np.minimum(area[i], area[keep]), 1e-9)
+        if not (inter / smaller >= overlap).any():
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
 @dataclass
 class FinderConfig:
     """Face-finder settings (module docstring). ``min_face`` None: the larger of 20 px and a tenth
@@ -66,6 +88,7 @@ class FinderConfig:
     scale_step: float = 1.25
     stride: float = 0.25
     max_faces: int = 20
+    nested: float = 0.7  # drop a box when this share of it (or of the smaller box) lies in a better one; 1: off
     refine: int = 2  # re-crop-and-rerun rounds (0: keep the windows' own scores and boxes)
     cascade_threshold: float | None = None  # None: the threshold stored in the cascade's metadata
 
@@ -74,6 +97,8 @@ class FinderConfig:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}.")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"NMS IoU must be in (0, 1], got {self.nms_iou}.")
+        if not 0.0 < self.nested <= 1.0:
+            raise ConfigError(f"nested-box overlap must be in (0, 1], got {self.nested}.")
         if self.scale_step <= 1.0:
             raise ConfigError(f"scale step must be > 1 (1.25 typical), got {self.scale_step}.")
         if not 0.0 < self.stride <= 1.0:
@@ -246,7 +271,10 @@ class FaceFinder:
         good = scores >= self.cfg.threshold
         idx = np.flatnonzero(good)
         if len(idx):
-            idx = idx[nms(boxes[idx], scores[idx], self.cfg.nms_iou)][: self.cfg.max_faces]
+            idx = idx[nms(boxes[idx], scores[idx], self.cfg.nms_iou)]
+            if self.cfg.nested < 1.0:
+                idx = idx[suppress_nested(boxes[idx], scores[idx], self.cfg.nested)]
+            idx = idx[: self.cfg.max_faces]
         return [
             Face(boxes[k], float(scores[k]), tuple(float(v) for v in crops[k]), {n: v[k] for n, v in out.items() if n != "feature"})
             for k in idx
