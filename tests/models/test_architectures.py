@@ -206,3 +206,29 @@ def test_every_architecture_exports_with_parity(tmp_path, arch):
     got = backend.run(images)
     for n in NAMES:
         assert np.abs(got[n] - ref[n].numpy()).max() < 1e-4
+
+
+def test_ablation_plan_takes_architectures_as_an_axis():
+    from facemtl.reports.ablation_plan import plan_ablation
+
+    plan = plan_ablation(["landmarks", "pose"], subsets="landmarks+pose,landmarks,pose", weightings=["ew"],
+                         architectures=["hps", "mtan", "mmoe"])
+    names = [c.name for c in plan.configurations]
+    assert names == ["landmarks", "pose", "landmarks+pose [ew]", "landmarks+pose [ew, mtan]", "landmarks+pose [ew, mmoe]"]
+    assert [c.architecture for c in plan.configurations[:2]] == ["hps", "hps"]  # single-task runs: plain networks
+    assert plan.configurations[3].run_name(0) == "landmarks+pose__ew__mtan__s0"
+    assert plan.configurations[2].run_name(0) == "landmarks+pose__ew__s0"  # hps names as before
+    with pytest.raises(UnknownNameError, match="cross-stitch"):
+        plan_ablation(["landmarks", "pose"], architectures=["mtn"])
+    with pytest.raises(ConfigError, match="use architecture 'hps'"):
+        plan_ablation(["landmarks", "pose"], architectures=["mmoe"], backbone="seed004")
+
+
+def test_train_cli_refuses_an_unknown_architecture_before_any_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from facemtl.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", "--architecture", "mtn", "--data", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "mtan" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "none.h5").exists()
