@@ -21,6 +21,7 @@ def ablate(
     main: Annotated[Optional[str], typer.Option("--main", help="Main task (for main-plus-one and strategies with a main option).")] = None,
     subsets: Annotated[Optional[str], typer.Option("--subsets", help="all, singles, main-plus-one, a list like A+B,A+C,A, or none (only the --sweep points). Default: singles with --sweep, main-plus-one with --main, else all.")] = None,
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="Strategies for the multi-task subsets, comma-separated (ew, uw, dwu, ...). Default: the recipe's.")] = None,
+    architecture: Annotated[Optional[str], typer.Option("--architecture", help="Architectures for the multi-task runs, comma-separated (hps, mtan, mmoe, ...; docs/architectures.md). Default: the recipe's.")] = None,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="TASK=START:STOP:STEP: fixed weight w of TASK, the others (1-w)/(n-1).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
@@ -39,6 +40,7 @@ def ablate(
     """Train and evaluate every configuration of an ablation; write one table (CSV + markdown) and plots.
 
     Examples: [cyan]facemtl ablate --tasks landmarks,pose,smile,glasses --main landmarks --subsets main-plus-one --out runs/abl[/],
+    [cyan]facemtl ablate --tasks landmarks,pose,smile --subsets landmarks+pose+smile --architecture hps,mtan,mmoe --out runs/arch[/],
     [cyan]facemtl ablate --tasks identity,expression --sweep identity=0:1:0.1 --out runs/sweep[/] (seed 003's Figure 2).
     Finished runs are skipped on a rerun. Definitions (Delta-m%): docs/reports.md.
     """
@@ -60,7 +62,8 @@ def ablate(
     # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
     plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets,
                          weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
-                         strategy_defaults={base.weighting.name: dict(base.weighting.options)})
+                         strategy_defaults={base.weighting.name: dict(base.weighting.options)},
+                         architectures=parse_name_list(architecture) or [base.model.architecture], backbone=base.model.backbone)
     if backbone is not None:  # another backbone: its own input size and options, not the recipe's
         import dataclasses
 

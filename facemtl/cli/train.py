@@ -50,6 +50,13 @@ def build_config(
     return apply_overrides(cfg, overrides or {})
 
 
+def check_model(cfg) -> None:
+    """Refuse an unknown architecture, or one the backbone cannot take, before any data is read or rendered."""
+    from facemtl.models import check_architecture
+
+    check_architecture(cfg.model.architecture, cfg.model.backbone, cfg.model.architecture_options)
+
+
 class RichCallbacks(Callbacks):
     """Draws an epoch bar and a step bar with per-task losses and current task weights; without a
     terminal (a log file, a pipe) it writes one plain line per epoch instead."""
@@ -112,6 +119,7 @@ def train(
     list_recipes: Annotated[bool, typer.Option("--list-recipes", help="List the packaged recipes and exit.")] = False,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks, e.g. landmarks,smile (attr:* = every attribute).")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="small, seed004, tcdcn, vgg16, resnet18, resnet50, famo9, mcfa.")] = None,
+    architecture: Annotated[Optional[str], typer.Option("--architecture", help="How tasks share the network: hps (default), cross-stitch, mtan, mmoe, cgc, ple, dselect-k, ltb (docs/architectures.md); options with --set model.architecture_options.NAME=VALUE.")] = None,
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss-weighting strategy (ew, fixed, uw, dwu, ...).")] = None,
     weighting_args: Annotated[Optional[str], typer.Option("--weighting-args", help="Strategy options, e.g. 'main=landmarks' or 'weights=landmarks:1;smile:0.5'.")] = None,
     grad_mode: Annotated[Optional[str], typer.Option("--grad-mode", help="rep (shared representation) or params (shared parameters).")] = None,
@@ -162,8 +170,10 @@ def train(
         "train.patience": patience, "train.grad_clip": grad_clip, "train.amp": amp, "train.device": device,
         "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,
         "train.seed": seed, "train.max_steps_per_epoch": max_steps, "out": str(out) if out else None,
-        "augment.preset": augment,
+        "augment.preset": augment, "model.architecture": architecture,
     }
+    if architecture is not None:  # another architecture: its own defaults, not the recipe's options
+        overrides["model.architecture_options"] = {}
     if weighting_args is not None:
         from facemtl.weighting import parse_weighting_args
 
@@ -178,6 +188,7 @@ def train(
         import dataclasses
 
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=None, options={}))
+    check_model(cfg)
     announce_synthetic_render(cfg)  # the expected duration before a long render
     cb = RichCallbacks()
     try:

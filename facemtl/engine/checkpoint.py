@@ -78,7 +78,8 @@ def build_from_checkpoint(state: dict[str, Any]):
     cfg = RunConfig.from_dict(state["config"], f"checkpoint {state.get('_path', '')}")
     info = DataInfo.from_dict(state["data_info"])
     tasks = build_tasks(list(cfg.tasks.names), info, legacy_task_options(cfg, state["model"]))
-    model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, **cfg.model.options)
+    model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, architecture=cfg.model.architecture,
+                        architecture_options=cfg.model.architecture_options, **cfg.model.options)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(

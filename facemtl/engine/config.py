@@ -42,6 +42,9 @@ class ModelConfig:
     input_size: int | None = None
     weights: str | None = None
     options: dict = field(default_factory=dict)
+    #: how the tasks share the network (facemtl.models.architectures; docs/architectures.md)
+    architecture: str = "hps"
+    architecture_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class RunConfig:
         """Hash of what determines the network's shape (backbone, tasks, input size)."""
         key = {"model": dataclasses.asdict(self.model), "tasks": list(self.tasks.names), "task_options": self.tasks.options}
         key["model"].pop("weights", None)
+        if key["model"]["architecture"] == "hps" and not key["model"]["architecture_options"]:
+            del key["model"]["architecture"], key["model"]["architecture_options"]  # runs from before the setting resume
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def run_dir(self) -> Path:

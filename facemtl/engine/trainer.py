@@ -230,7 +230,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             task_options = legacy_task_options(cfg, state["model"])
         tasks = build_tasks(list(cfg.tasks.names), info, task_options)
         task_names = [t.name for t in tasks]
-        model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights, **cfg.model.options)
+        model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
+                            architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options, **cfg.model.options)
         model.to(device)
         channels_last = resolve_channels_last(cfg.train.channels_last, device)
         if channels_last:

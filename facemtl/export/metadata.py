@@ -77,6 +77,8 @@ class ModelMetadata:
     tasks: list[TaskOutput]
     backbone: str = ""
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    architecture: str = "hps"          # how the tasks share the network (docs/architectures.md)
+    architecture_options: dict[str, Any] = field(default_factory=dict)
     grey: bool = False
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
@@ -122,7 +124,8 @@ class ModelMetadata:
         return {
             "format": FORMAT, "metadata_version": VERSION, "facemtl_version": self.facemtl_version,
             "created": self.created, "model_format": self.model_format, "files": self.files,
-            "backbone": self.backbone, "backbone_options": self.backbone_options, "recipe": self.recipe,
+            "backbone": self.backbone, "backbone_options": self.backbone_options,
+            "architecture": self.architecture, "architecture_options": self.architecture_options, "recipe": self.recipe,
             "config_digest": self.config_digest, "precision": self.precision, "opset": self.opset,
             "dynamic_batch": self.dynamic_batch, "batch_size": self.batch_size,
             "input_sizes": self.input_sizes, "inputs": inputs,
@@ -169,6 +172,7 @@ def read_metadata(path: str | Path) -> ModelMetadata:
             model_format=str(d["model_format"]), files=[str(f) for f in d["files"]],
             input_sizes=[int(s) for s in d["input_sizes"]], tasks=tasks,
             backbone=str(d.get("backbone", "")), backbone_options=dict(d.get("backbone_options") or {}),
+            architecture=str(d.get("architecture") or "hps"), architecture_options=dict(d.get("architecture_options") or {}),
             grey=bool(d["preprocessing"]["grey"]), mean=list(d["preprocessing"]["mean"]), std=list(d["preprocessing"]["std"]),
             precision=str(d.get("precision", "float32")), dynamic_batch=bool(d["dynamic_batch"]),
             batch_size=None if d.get("batch_size") is None else int(d["batch_size"]),
@@ -224,6 +228,8 @@ def describe_model(model: Any, tasks: list[Any], cfg: Any = None, **fields: Any)
     values: dict[str, Any] = {
         "model_format": "checkpoint", "files": [], "input_sizes": [s for s, _ in model.input_spec], "tasks": outs,
         "backbone": str(model.config.get("backbone", "")), "backbone_options": dict(model.config.get("options", {})),
+        "architecture": str(model.config.get("architecture", "hps")),
+        "architecture_options": dict(model.config.get("architecture_options", {})),
         "grey": pre.channels == 1, "mean": [float(v) for v in pre.mean.flatten()],
         "std": [float(1.0 / v) for v in pre.inv_std.flatten()],
         "recipe": cfg.name if cfg is not None else "", "config_digest": cfg.digest() if cfg is not None else model_digest(model),

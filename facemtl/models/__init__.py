@@ -1,6 +1,7 @@
-"""Models: backbones, the hard-parameter-sharing multi-task model and MCFA's cascade.
+"""Models: backbones, multi-task architectures (hard sharing and the others) and MCFA's cascade.
 
-``build_model(backbone, tasks, input_size=..., weights=..., **options)`` is the one entry point.
+``build_model(backbone, tasks, input_size=..., weights=..., architecture=..., **options)`` is the
+one entry point. Architectures (``ARCHITECTURES.names()``): see :mod:`facemtl.models.architectures`.
 Backbones (``BACKBONES.names()``): ``small`` (fast default), ``seed004``, ``tcdcn``, ``famo9``,
 ``vgg16``, ``resnet18``, ``resnet50`` and ``mcfa`` (the cascade, a :class:`CascadeModel`).
 
@@ -16,15 +17,16 @@ from typing import Any
 
 from facemtl.models import cnn as _cnn  # noqa: F401  (registers backbones)
 from facemtl.models import vgg_resnet as _vgg_resnet  # noqa: F401
-from facemtl.models._backbone import BACKBONES, Backbone, Preprocess, check_options
+from facemtl.models._backbone import BACKBONES, Backbone, Preprocess, check_options, feature_info
+from facemtl.models.architectures import ARCHITECTURES, check_architecture, list_architectures
 from facemtl.models._weights import load_shared_weights
 from facemtl.models.cascade import CascadeModel, CascadeResult, CascadeSpec, CascadeStage
 from facemtl.models.multitask import MultiTaskModel
 from facemtl.tasks.base import Task
 
 __all__ = [
-    "BACKBONES", "Backbone", "CascadeModel", "CascadeResult", "CascadeStage", "MultiTaskModel", "Preprocess",
-    "build_model", "list_backbones",
+    "ARCHITECTURES", "BACKBONES", "Backbone", "CascadeModel", "CascadeResult", "CascadeStage", "MultiTaskModel",
+    "Preprocess", "build_model", "feature_info", "list_architectures", "list_backbones",
 ]
 
 
@@ -44,7 +46,7 @@ def input_sizes(backbone: str, input_size: int | None = None, **backbone_options
 
 def build_model(
     backbone: str, tasks: Sequence[Task], *, input_size: int | None = None, weights: str | None = None,
-    **backbone_options: Any,
+    architecture: str = "hps", architecture_options: dict[str, Any] | None = None, **backbone_options: Any,
 ) -> MultiTaskModel:
     """Build backbone ``backbone`` (random init, or its shared part from ``weights``) with one head per task.
 
@@ -54,17 +56,30 @@ def build_model(
     names raise :class:`~facemtl.errors.UnknownNameError`, unknown options ``ConfigError``, and
     weights that are missing or do not fit :class:`~facemtl.errors.CheckpointError`.
 
-    ``model.config`` holds ``{"backbone", "input_size", "options"}``: pass them back here (with the
-    same tasks) to rebuild the same architecture from a checkpoint.
+    ``architecture`` (default ``hps``, hard sharing) with ``architecture_options`` picks how the
+    tasks share the network (:mod:`facemtl.models.architectures`); ``weights`` then initialise the
+    backbone before the architecture copies or cuts it (every column of cross-stitch gets them).
+
+    ``model.config`` holds ``{"backbone", "input_size", "options"}`` (plus ``"architecture"`` and
+    ``"architecture_options"`` for an architecture other than ``hps``): pass them back here (with
+    the same tasks) to rebuild the same architecture from a checkpoint.
     """
+    arch_options = dict(architecture_options or {})
+    cls = check_architecture(architecture, backbone, arch_options)
     builder = BACKBONES.get(backbone)
     check_options(backbone, builder, backbone_options)
     built = builder(input_size=input_size, **backbone_options)
-    config = {"backbone": backbone, "input_size": built.input_size, "options": dict(backbone_options)}
+    config: dict[str, Any] = {"backbone": backbone, "input_size": built.input_size, "options": dict(backbone_options)}
     if isinstance(built, CascadeSpec):
         model: MultiTaskModel = CascadeModel(built, list(tasks), config=config)
-    else:
+    elif architecture == "hps":
         model = MultiTaskModel(built, list(tasks), config=config)
+    else:
+        if weights:  # into the trunk first: the architecture copies or cuts it
+            load_shared_weights(MultiTaskModel(built, list(tasks), config=config), weights)
+            weights = None
+        config.update(architecture=architecture, architecture_options=arch_options)
+        model = cls(built, list(tasks), config=config, **arch_options)
     if weights:
         load_shared_weights(model, weights)
     return model

@@ -50,6 +50,11 @@ class Backbone:
     taps:         indices into ``trunk`` (an ``nn.Sequential``) after which a feature map is exposed
                   to spatial heads (coarse to fine order is not required); ``tap_channels`` their
                   channel counts. Empty: the backbone offers no maps and every head is a vector head.
+    stages:       indices into ``trunk`` after which each stage of the network ends (fine to coarse),
+                  the way timm's ``features_only`` / ``feature_info`` cuts a network; ``stage_channels``
+                  their channel counts. Soft-sharing architectures (MTAN, cross-stitch, LTB) cut the
+                  trunk there (:func:`split_stages`); what follows the last stage is the *tail* (pooling
+                  and fc layers to the feature vector). Empty: the trunk cannot be cut.
     """
 
     trunk: nn.Module
@@ -64,6 +69,8 @@ class Backbone:
     options: dict[str, Any] = field(default_factory=dict)
     taps: tuple[int, ...] = ()
     tap_channels: tuple[int, ...] = ()
+    stages: tuple[int, ...] = ()
+    stage_channels: tuple[int, ...] = ()
 
     @property
     def head_in_features(self) -> int:
@@ -157,3 +164,39 @@ def probe_shape(module: nn.Module, channels: int, size: int) -> torch.Size:
         return module(torch.zeros(1, channels, size, size)).shape
     finally:
         module.train(was)
+
+
+# -- feature maps (timm's features_only / feature_info) ---------------------------------------------
+def split_stages(backbone: Backbone) -> tuple[list[nn.Sequential], nn.Sequential]:
+    """The trunk cut into its stages and its tail: ``(stages, tail)``, sharing the trunk's modules.
+
+    ``Sequential(*stages, tail)`` computes exactly what the trunk computes. Raises ConfigError when the
+    backbone exposes no stages."""
+    if not backbone.stages or not isinstance(backbone.trunk, nn.Sequential):
+        raise ConfigError("this backbone exposes no feature maps (no stages).")
+    layers = list(backbone.trunk)
+    bounds = [-1, *backbone.stages]
+    stages = [nn.Sequential(*layers[a + 1 : b + 1]) for a, b in zip(bounds, bounds[1:])]
+    return stages, nn.Sequential(*layers[bounds[-1] + 1 :])
+
+
+@torch.no_grad()
+def feature_info(backbone: Backbone) -> list[dict[str, int]]:
+    """One record per stage, as timm's ``feature_info``: ``{"stage", "module", "num_chs", "reduction", "size"}``
+    (``module`` the index into the trunk, ``reduction`` the input size over the map's, ``size`` the map's
+    side at the backbone's input size)."""
+    stages, _ = split_stages(backbone)
+    was = backbone.trunk.training
+    backbone.trunk.eval()
+    try:
+        x = torch.zeros(1, backbone.in_channels, backbone.input_size, backbone.input_size)
+        out = []
+        for i, (stage, idx, ch) in enumerate(zip(stages, backbone.stages, backbone.stage_channels)):
+            x = stage(x)
+            if x.shape[1] != ch:
+                raise RuntimeError(f"stage {i} gives {x.shape[1]} channels, the backbone says {ch}")
+            out.append({"stage": i, "module": idx, "num_chs": ch, "reduction": backbone.input_size // x.shape[-1],
+                        "size": int(x.shape[-1])})
+        return out
+    finally:
+        backbone.trunk.train(was)

@@ -114,7 +114,9 @@ def tcdcn(
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight, gain=nn.init.calculate_gain("tanh"))
             nn.init.zeros_(m.bias)
-    return Backbone(trunk, fc, size, 1, GREY_MEAN, GREY_STD, options={"channels": tuple(channels), "fc": fc, "activation": activation})
+    # stages end at each pooling and at the last conv (18, 8, 3 and 2 px maps)
+    return Backbone(trunk, fc, size, 1, GREY_MEAN, GREY_STD, options={"channels": tuple(channels), "fc": fc, "activation": activation},
+                    stages=(2, 5, 8, 10), stage_channels=(c1, c2, c3, c4))
 
 
 # -- small: the fast default -----------------------------------------------------------------------
@@ -153,7 +155,8 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
         nn.Linear(cin * grid * grid, feat), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),  # (B, 8w)
     )
     init_relu_net(trunk)
-    return Backbone(trunk, feat, size, 3, options={"width": w}, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w))
+    return Backbone(trunk, feat, size, 3, options={"width": w}, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w),
+                    stages=tuple(taps), stage_channels=(2 * w, 4 * w, 8 * w))
 
 
 # -- famo9: the CelebA benchmark network of FAMO / Nash-MTL --------------------------------------
@@ -181,4 +184,7 @@ def famo9(input_size: int | None = None, *, width: float = 1.0, fc: int = 512) -
     ]
     trunk = nn.Sequential(*layers)
     init_relu_net(trunk)
-    return Backbone(trunk, fc, size, 3, options={"width": width, "fc": fc})
+    # stages end at each max pooling and at the last conv (strides 2, 4, 8, 8)
+    pools = [i for i, m in enumerate(layers) if isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d))]
+    return Backbone(trunk, fc, size, 3, options={"width": width, "fc": fc}, stages=(pools[0], pools[1], pools[2], pools[3] - 1),
+                    stage_channels=(c[0], c[1], c[2], c[3]))

@@ -3,6 +3,7 @@ torchvision's ``resnet18`` / ``resnet50`` (random init, classifier removed)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torchvision
@@ -62,8 +63,12 @@ def vgg16(
     size = resolve_size("vgg16", input_size, 224)
     fc_dim = int(fc) if fc else max(1, round(4096 * width))
     trunk = vgg_trunk("vgg16", size, width=width, fc=(fc_dim, fc_dim), batch_norm=batch_norm, dropout=dropout)
+    # a stage ends at each of the five max poolings (strides 2 to 32)
+    pools = tuple(i for i, m in enumerate(trunk) if isinstance(m, nn.MaxPool2d))
+    chans = tuple(max(1, round(int(v) * width)) for v, nxt in zip(VGG16_CFG, VGG16_CFG[1:]) if nxt == "M")
     return Backbone(
         trunk, fc_dim, size, 3, options={"width": width, "fc": fc_dim, "batch_norm": batch_norm, "dropout": dropout},
+        stages=pools, stage_channels=chans,
     )
 
 
@@ -72,9 +77,14 @@ def _resnet(name: str, ctor: Callable[..., nn.Module], dim: int, input_size: int
     if size < 32:
         raise size_error(name, size, "ResNets take 32 px and more (112 or 224 typical)")
     net = ctor(weights=None)
-    net.fc = nn.Identity()  # (B, dim) pooled features
+    # the same modules (and state-dict keys) as torchvision's ResNet, as a Sequential so that it can be cut
+    # into stages (after layer1 ... layer4, strides 4 to 32); fc removed: (B, dim) pooled features
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
+    trunk = nn.Sequential(OrderedDict([(n, getattr(net, n)) for n in names] + [("flatten", nn.Flatten(1))]))
+    chans = tuple([m for m in getattr(net, f"layer{i}").modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+                  for i in (1, 2, 3, 4))
     # torchvision's own weight files carry the 1000-way classifier: dropped on load
-    return Backbone(net, dim, size, 3, ignore_keys=("fc.",))
+    return Backbone(trunk, dim, size, 3, ignore_keys=("fc.",), stages=(4, 5, 6, 7), stage_channels=chans)
 
 
 @BACKBONES.register("resnet18")

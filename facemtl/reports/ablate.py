@@ -72,7 +72,10 @@ def run_config(base: RunConfig, c: Configuration, seed: int, run_dir: Path) -> R
     """The resolved configuration of one run of the ablation."""
     cfg = apply_overrides(base, {"tasks.names": list(c.tasks), "train.seed": seed, "out": str(run_dir), "name": c.name})
     # replace, not override: the recipe's strategy options and grad mode belong to its own strategy
-    return dataclasses.replace(cfg, weighting=dataclasses.replace(cfg.weighting, name=c.weighting, options=dict(c.options), grad_mode=None))
+    cfg = dataclasses.replace(cfg, weighting=dataclasses.replace(cfg.weighting, name=c.weighting, options=dict(c.options), grad_mode=None))
+    if c.architecture != cfg.model.architecture:  # likewise the recipe's architecture options belong to its architecture
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, architecture=c.architecture, architecture_options={}))
+    return cfg
 
 
 def run_status(out: Path, plan: Plan) -> dict[str, str]:
@@ -121,7 +124,11 @@ def _load_result(path: Path, cfg: RunConfig) -> dict[str, Any]:
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataFormatError(f"{path} is damaged ({e}); delete it to retrain that run.") from None
-    diff = _diff(_comparable(res.get("config", {})), _comparable(cfg.to_dict()))
+    saved = res.get("config", {})
+    if isinstance(saved.get("model"), dict):  # results written before the architecture setting: hard sharing
+        saved["model"].setdefault("architecture", "hps")
+        saved["model"].setdefault("architecture_options", {})
+    diff = _diff(_comparable(saved), _comparable(cfg.to_dict()))
     if diff:
         raise ConfigError(
             f"{path.parent} was trained with other settings ({'; '.join(diff[:4])}); "
@@ -141,7 +148,7 @@ def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str) 
     ev = evaluate(run_dir, data=cfg.data.path, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False)
     metrics = {k: float(v) for k, v in ev.flat().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     result = {
-        "configuration": {"name": c.name, "kind": c.kind, "tasks": list(c.tasks), "weighting": c.weighting,
+        "configuration": {"name": c.name, "kind": c.kind, "tasks": list(c.tasks), "weighting": c.weighting, "architecture": c.architecture,
                           "options": c.options, "sweep_task": c.sweep_task, "sweep_weight": c.sweep_weight, "seed": seed},
         "kinds": {r.task: r.kind for r in ev.reports}, "metrics": metrics, "split": split,
         "baselines": {f"{r.task}/{k}": v for r in ev.reports for k, v in r.baselines.items()},
@@ -204,7 +211,8 @@ def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
     for c in plan.configurations:
         rs = by_name.get(c.name, [])
         row: dict[str, Any] = {"configuration": c.name, "tasks": "+".join(c.tasks), "n_tasks": len(c.tasks),
-                               "weighting": c.weighting if c.kind != "single" else "-", "kind": c.kind}
+                               "weighting": c.weighting if c.kind != "single" else "-", "architecture": c.architecture,
+                               "kind": c.kind}
         if plan.sweep is not None:
             row["sweep_weight"] = c.sweep_weight if c.sweep_weight is not None else np.nan
         row["seeds"] = len(rs)
@@ -240,6 +248,8 @@ def markdown_table(df: pd.DataFrame) -> pd.DataFrame:
     """The table as shown in ablation.md: "mean ± std" cells, fewer columns."""
     show = pd.DataFrame(index=df.index)
     show["weighting"] = df["weighting"]
+    if "architecture" in df and (df["architecture"] != "hps").any():
+        show["architecture"] = df["architecture"]
     if "sweep_weight" in df:
         show["sweep w"] = df["sweep_weight"].map(lambda v: "-" if not np.isfinite(v) else f"{v:g}")
     for col in df.columns:
@@ -309,7 +319,7 @@ def _baselines(df: pd.DataFrame, results: list[dict[str, Any]]) -> dict[str, flo
 
 def _md_table(df: pd.DataFrame) -> str:
     show = markdown_table(df)
-    return to_markdown(show, right=[c for c in show.columns if c != "weighting"])
+    return to_markdown(show, right=[c for c in show.columns if c not in ("weighting", "architecture")])
 
 
 def _markdown(plan: Plan, df: pd.DataFrame, figures: list[str], results: list[dict[str, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""Which configurations an ablation trains: task subsets x weighting strategies x seeds, plus sweeps.
+"""Which configurations an ablation trains: task subsets x weighting strategies x architectures x seeds, plus sweeps.
 
 Subsets (``--subsets``) of the tasks T1..Tn given with ``--tasks``:
 
@@ -12,6 +12,9 @@ Subsets (``--subsets``) of the tasks T1..Tn given with ``--tasks``:
 A single-task configuration is trained once, with equal weights (every strategy reduces to a
 scaled loss on one task). Each multi-task subset is trained with every strategy of
 ``--weighting``; strategies that take a ``main`` option get ``--main`` when the subset holds it.
+With ``--architecture hps,mtan,...`` every multi-task subset and strategy is trained with each
+architecture (single-task runs keep ``hps``: a task alone has nothing to share, and Delta-m%
+compares against plain single-task networks). Names of ``hps`` configurations do not change.
 
 Without ``--subsets``: ``singles`` with a sweep, else ``main-plus-one`` with ``--main``, else ``all``.
 
@@ -50,6 +53,7 @@ class Configuration:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     sweep_task: str | None = None
     sweep_weight: float | None = None
+    architecture: str = "hps"
 
     @property
     def kind(self) -> str:
@@ -60,9 +64,10 @@ class Configuration:
         base = "+".join(self.tasks)
         if self.kind == "single":
             return base
+        arch = f", {self.architecture}" if self.architecture != "hps" else ""
         if self.kind == "sweep":
-            return f"{base} [{self.sweep_task}={self.sweep_weight:g}]"
-        return f"{base} [{self.weighting}]"
+            return f"{base} [{self.sweep_task}={self.sweep_weight:g}{arch}]"
+        return f"{base} [{self.weighting}{arch}]"
 
     def run_name(self, seed: int) -> str:
         """Folder name of one seed's run (file-system safe, unique within an ablation)."""
@@ -71,6 +76,8 @@ class Configuration:
             base += f"__w_{self.sweep_task}={self.sweep_weight:g}"
         elif self.kind == "multi":
             base += f"__{self.weighting}"
+        if self.architecture != "hps":
+            base += f"__{self.architecture}"
         return safe_name(f"{base}__s{seed}")
 
 
@@ -154,12 +161,15 @@ def _subsets(mode: str, tasks: tuple[str, ...], main: str | None) -> list[tuple[
 def plan_ablation(
     tasks: list[str] | tuple[str, ...], *, main: str | None = None, subsets: str | None = None,
     weightings: list[str] | tuple[str, ...] = ("ew",), sweep: str | None = None, seeds: int = 1,
-    strategy_defaults: dict[str, dict] | None = None,
+    strategy_defaults: dict[str, dict] | None = None, architectures: list[str] | tuple[str, ...] = ("hps",),
+    backbone: str | None = None,
 ) -> Plan:
     """The configurations of an ablation (module docstring); every input is checked here, before training.
 
     ``strategy_defaults`` maps a strategy to the options a recipe gives it (``tcdcn``'s ``k``...);
-    they apply wherever that strategy is trained, except ``main``, which follows ``--main``."""
+    they apply wherever that strategy is trained, except ``main``, which follows ``--main``.
+    ``architectures`` are checked against ``backbone`` (when given) here too."""
+    from facemtl.models import check_architecture
     from facemtl.weighting import WEIGHTINGS, build_weighting, strategy_options
 
     tasks = tuple(t.strip() for t in tasks if t.strip())
@@ -178,6 +188,11 @@ def plan_ablation(
         WEIGHTINGS.get(w)  # UnknownNameError listing the valid strategies
     if len(set(weightings)) != len(weightings):
         raise ConfigError(f"--weighting {','.join(weightings)} names a strategy twice.")
+    architectures = tuple(a.strip() for a in architectures if a.strip()) or ("hps",)
+    if len(set(architectures)) != len(architectures):
+        raise ConfigError(f"--architecture {','.join(architectures)} names an architecture twice.")
+    for a in architectures:  # UnknownNameError listing the valid ones; ConfigError for a backbone it cannot use
+        check_architecture(a, backbone or "small")
     sw = parse_sweep(sweep, tasks) if sweep else None
     mode = subsets or ("singles" if sw else ("main-plus-one" if main else "all"))
     if mode in ("none", ""):
@@ -197,7 +212,7 @@ def plan_ablation(
                 if main in subset and "main" in strategy_options(w):
                     opts["main"] = main
                 build_weighting(w, list(subset), **dict(opts))  # bad option combinations fail now, not after hours
-                cands.append(Configuration(subset, w, opts))
+                cands += [Configuration(subset, w, opts, architecture=a) for a in architectures]
         for c in cands:
             if c.name not in seen:
                 seen.add(c.name)
@@ -206,7 +221,7 @@ def plan_ablation(
         others = [t for t in tasks if t != sw.task]
         for v in sw.values:
             weights = {sw.task: v, **{t: round((1 - v) / len(others), 10) for t in others}}
-            configs.append(Configuration(tasks, "fixed", {"weights": weights}, sw.task, v))
+            configs += [Configuration(tasks, "fixed", {"weights": weights}, sw.task, v, a) for a in architectures]
     if not configs:
         raise ConfigError("the ablation has no configuration to train; check --subsets and --sweep.")
     if len(configs) * seeds > MAX_CONFIGURATIONS:
