@@ -224,11 +224,13 @@ def test_ablation_plan_takes_architectures_as_an_axis():
         plan_ablation(["landmarks", "pose"], architectures=["mmoe"], backbone="seed004")
 
 
-def test_train_cli_refuses_an_unknown_architecture_before_any_data(tmp_path):
+def test_train_cli_refuses_an_unknown_architecture_before_any_data(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from facemtl.cli.main import app
 
-    res = CliRunner().invoke(app, ["train", "--architecture", "mtn", "--data", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r")])
+    monkeypatch.chdir(tmp_path)  # the recipe's own cache (data/synthfaces.h5) would be rendered here
+    monkeypatch.delenv("FACEMTL_DATA", raising=False)
+    res = CliRunner().invoke(app, ["train", "--architecture", "mtn", "--out", str(tmp_path / "r")])
     assert res.exit_code != 0 and "mtan" in res.output and "Traceback" not in res.output
-    assert not (tmp_path / "none.h5").exists()
+    assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
