@@ -71,6 +71,7 @@ def _show_check(report: Any) -> None:
 
 
 def _run(dataset: str, out: Optional[Path], check: bool, common: dict[str, Any], options: dict[str, Any]) -> None:
+    from facemtl.data._parallel import sigterm_as_interrupt
     from facemtl.data.readers import check_dataset, prepare_dataset
 
     if check:
@@ -82,7 +83,7 @@ def _run(dataset: str, out: Optional[Path], check: bool, common: dict[str, Any],
     if out is None:
         raise ConfigError(f"--out is required (the cache file to write), e.g. --out data/{dataset}.h5; or pass --check.")
     common["sizes"] = parse_int_list(common["sizes"], "--sizes")
-    with _phases() as phase:
+    with sigterm_as_interrupt(), _phases() as phase:
         res = prepare_dataset(dataset, out, phase=phase, **common, **options)
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
