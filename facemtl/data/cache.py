@@ -18,9 +18,13 @@ import datetime as _dt
 import errno
 import json
 import logging
+import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
+import sys
+import traceback
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,13 +62,23 @@ def validate_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """True for "no space left" / "quota exceeded", also when h5py reports it only in its message."""
+    """True for "no space left", "quota exceeded" or "file too large", also when h5py says it only in words."""
     if not isinstance(e, OSError):
         return False
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or _says_disk_full(str(e))
+
+
+def _says_disk_full(text: str) -> bool:
+    return any(k in text for k in ("No space left", "errno = 28", "Disk quota exceeded", "File too large", "errno = 27"))
+
+
+def _full_reason(e: BaseException) -> str:
     text = str(e)
-    return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
+    if getattr(e, "errno", None) == errno.EFBIG or "File too large" in text or "errno = 27" in text:
+        return "file too large (a file-size limit: see `ulimit -f`, or the filesystem's)"
+    if getattr(e, "errno", None) == errno.EDQUOT or "quota" in text:
+        return "disk quota exceeded"
+    return "disk full"
 
 
 def _gb(n: float) -> str:
@@ -141,7 +155,7 @@ class CacheWriter:
             except OSError as e:
                 self._clear()
                 if is_disk_full(e):
-                    raise DiskFullError(f"disk full: cannot start the cache in {self.tmp} ({e.strerror or e}); free some space.") from None
+                    raise DiskFullError(f"{_full_reason(e)}: cannot start the cache in {self.tmp}; free some space.") from None
                 raise ConfigError(f"cannot write the cache at {self.path} ({e.strerror or e}); choose a writable path.") from None
         else:
             self._check_space()
@@ -191,10 +205,11 @@ class CacheWriter:
         labels = a + 40 + 16 + 1 + 8 + 1 + 12 + 1 + 1 + 32  # attributes, landmarks, bbox, ..., split, image id
         return sum(3 * s * s for s in self.sizes) + labels
 
-    def _check_space(self) -> None:
+    def _check_space(self, final_only: bool = False) -> None:
         """Refuse to start when the shards still to write plus the assembled cache cannot fit."""
         scene = 3 * self.scene_size**2 + self.max_faces * 56
         todo = int((~self._done).sum()) * self._row_bytes() + int((~self._done_scenes).sum()) * scene
+        todo = 0 if final_only else todo
         final = self.num_samples * self._row_bytes() + self.num_scenes * scene
         need = todo + final
         where = self.tmp.parent if str(self.tmp.parent) else Path(".")
@@ -233,34 +248,63 @@ class CacheWriter:
             self._clear()
 
     def _assemble(self) -> None:
-        """Copy every shard, in row order, into one HDF5 file and rename it onto ``path``."""
-        tmp = self.tmp / _ASSEMBLING
-        keep = np.flatnonzero(~self._drop)
-        new_row = np.full(self.num_samples, -1, np.int64)
-        new_row[keep] = np.arange(len(keep))
-        shards = sorted((m[1], int(m[2]), int(m[3]), p) for p in self.tmp.iterdir() if (m := _SHARD.match(p.name)))
+        """Copy every shard, in row order, into one HDF5 file and rename it onto ``path``.
+
+        The HDF5 file is written by a child process: on a full disk HDF5 fails late (when its
+        caches are flushed at close), prints a traceback per buffer and may crash the process
+        (exit 139). The child's stderr goes to a log that only decides the one-line error here."""
+        tmp, log_path = self.tmp / _ASSEMBLING, self.tmp / ".assembling.log"
+        final = self.num_samples * self._row_bytes()
         try:
-            with h5py.File(tmp, "w") as f:
-                self._create_layout(f, len(keep))
-                for kind, a, b, p in shards:
-                    with np.load(p, allow_pickle=False) as z:
-                        if kind == "rows":
-                            self._copy_rows(f, z, a, b, new_row)
-                        else:
-                            for key in ("images", "boxes", "landmarks", "split"):
-                                f[f"scenes/{key}"][a:b] = z[key]
-                self._finalise(f)
+            self._check_space(final_only=True)
+            if mp.current_process().daemon:  # a daemon may not start processes: write in place
+                self._assemble_into(tmp)
+            else:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                proc = ctx.Process(target=_assemble_child, args=(self, tmp, log_path))
+                proc.start()
+                try:
+                    proc.join()
+                finally:
+                    if proc.is_alive():
+                        proc.terminate()
+                        proc.join()
+                if proc.exitcode != 0:
+                    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+                    if _says_disk_full(text):
+                        raise OSError(text)
+                    raise RuntimeError(f"assembling {self.path} failed (exit code {proc.exitcode}):\n{text[-4000:]}")
             os.replace(tmp, self.path)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
-            self._discard(quiet=is_disk_full(e))
-            if is_disk_full(e):
+            log_path.unlink(missing_ok=True)
+            full = is_disk_full(e) or isinstance(e, DiskFullError)
+            self._discard(quiet=full)
+            if isinstance(e, DiskFullError):
+                raise
+            if full:
                 raise DiskFullError(
-                    f"disk full while writing {self.path} (it needs about {_gb(self.num_samples * self._row_bytes())}); "
+                    f"{_full_reason(e)} while writing {self.path} (it needs about {_gb(final)}); "
                     f"the finished blocks are kept in {self.tmp}: free some space and rerun the same command with --resume."
                 ) from None
             raise
         shutil.rmtree(self.tmp)
+
+    def _assemble_into(self, tmp: Path) -> None:
+        keep = np.flatnonzero(~self._drop)
+        new_row = np.full(self.num_samples, -1, np.int64)
+        new_row[keep] = np.arange(len(keep))
+        shards = sorted((m[1], int(m[2]), int(m[3]), p) for p in self.tmp.iterdir() if (m := _SHARD.match(p.name)))
+        with h5py.File(tmp, "w") as f:
+            self._create_layout(f, len(keep))
+            for kind, a, b, p in shards:
+                with np.load(p, allow_pickle=False) as z:
+                    if kind == "rows":
+                        self._copy_rows(f, z, a, b, new_row)
+                    else:
+                        for key in ("images", "boxes", "landmarks", "split"):
+                            f[f"scenes/{key}"][a:b] = z[key]
+            self._finalise(f)
 
     def _copy_rows(self, f: h5py.File, z: Any, a: int, b: int, new_row: np.ndarray) -> None:
         take = np.flatnonzero(new_row[a:b] >= 0)
@@ -336,7 +380,7 @@ class CacheWriter:
             tmp.unlink(missing_ok=True)
             if is_disk_full(e):
                 raise DiskFullError(
-                    f"disk full while writing {self.tmp / name} (a block of about {_gb(sum(a.nbytes for a in arrays.values()))}); "
+                    f"{_full_reason(e)} while writing {self.tmp / name} (a block of about {_gb(sum(a.nbytes for a in arrays.values()))}); "
                     f"the {int(self._done.sum())} rows finished so far are kept in {self.tmp}: free some space and "
                     "rerun the same command with --resume."
                 ) from None
@@ -389,6 +433,23 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
+
+
+def _assemble_child(writer: CacheWriter, tmp: Path, log_path: Path) -> None:
+    """Child process of :meth:`CacheWriter._assemble`: stderr to ``log_path``, interrupts left to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)  # HDF5's own messages
+    sys.stderr = os.fdopen(fd, "w", buffering=1)  # Python's, even where sys.stderr was replaced (tests)
+    code = 0
+    try:
+        writer._assemble_into(tmp)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _readable_shard(path: Path) -> bool:
