@@ -461,6 +461,65 @@ def _readable_shard(path: Path) -> bool:
         return False
 
 
+def validate_cache(f: h5py.File, path: Path) -> None:
+    """Check an open cache against the schema, once, before anything reads it.
+
+    Raises :class:`DataFormatError` listing every problem: format tag, schema version, the
+    ``/images``, ``/labels`` and ``/split`` structure, and each dataset's dtype and row count."""
+    if f.attrs.get("format") != schema.FORMAT_TAG:
+        raise DataFormatError(f"{path} is an HDF5 file but not a facemtl cache (no format tag); create one with `facemtl prepare`.")
+    raw = f.attrs.get("schema_version")
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        version = None
+    if version is not None and version > schema.SCHEMA_VERSION:
+        raise DataFormatError(f"{path} has cache schema {version}, newer than this facemtl ({schema.SCHEMA_VERSION}); upgrade facemtl.")
+    problems: list[str] = []
+    if version is None or version < 1:
+        shown = "none" if raw is None else repr(raw.item() if hasattr(raw, "item") else raw)
+        problems.append(f"schema_version is {shown}; this facemtl reads schema 1 to {schema.SCHEMA_VERSION}")
+    try:
+        num_attributes = len(json.loads(f.attrs["attribute_names"]))
+    except (KeyError, TypeError, ValueError):
+        problems.append("the attribute_names attribute is missing or not a JSON list")
+        num_attributes = None
+    n = None
+    split = f.get("split")
+    if not isinstance(split, h5py.Dataset):
+        problems.append("/split is missing")
+    elif split.ndim != 1 or split.dtype.kind not in "iu":
+        problems.append(f"/split must be int8 (N,), found {split.dtype} {split.shape}")
+    else:
+        n = split.shape[0]
+        if n and not np.isin(split[:], list(schema.SPLITS.values())).all():
+            problems.append("/split holds values other than 0 (train), 1 (val), 2 (test)")
+    images = f.get("images")
+    if not isinstance(images, h5py.Group) or not len(images):
+        problems.append("/images holds no image dataset (expected /images/<size>, e.g. /images/112)")
+    else:
+        for name, ds in images.items():
+            if not name.isdigit() or not isinstance(ds, h5py.Dataset):
+                problems.append(f"/images/{name} is not an image size")
+                continue
+            s = int(name)
+            if ds.dtype != np.uint8 or ds.shape[1:] != (s, s, 3) or (n is not None and ds.shape[0] != n):
+                problems.append(f"/images/{name} must be uint8 ({n if n is not None else 'N'}, {s}, {s}, 3), found {ds.dtype} {ds.shape}")
+    labels = f.get("labels")
+    if not isinstance(labels, h5py.Group):
+        problems.append("/labels is missing")
+    else:
+        for key, ds in labels.items():
+            if key not in schema.LABELS or not isinstance(ds, h5py.Dataset):
+                continue
+            if n is not None and ds.shape[:1] != (n,):
+                problems.append(f"/labels/{key} has {ds.shape[0] if ds.shape else 0} rows, /split has {n}")
+            elif key == "attributes" and num_attributes is not None and ds.shape[1:] != (num_attributes,):
+                problems.append(f"/labels/attributes has {ds.shape[1:]} columns, attribute_names lists {num_attributes}")
+    if problems:
+        raise DataFormatError(f"{path} is a damaged facemtl cache: " + "; ".join(problems) + "; prepare it again with `facemtl prepare`.")
+
+
 class FaceCache:
     """A finished cache, opened read-only. Labels are loaded into memory; images are read on demand.
 
@@ -470,32 +529,26 @@ class FaceCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            hint = " (an unfinished prepare left a .partial file: rerun prepare with --resume)" if partial_path(self.path).exists() else ""
+            hint = " (an unfinished prepare left a .partial folder: rerun prepare with --resume)" if partial_path(self.path).exists() else ""
             raise MissingFileError(f"cache {self.path} does not exist{hint}; create it with `facemtl prepare`.")
+        if self.path.is_dir():
+            raise DataFormatError(f"cache {self.path} is a directory, not a file; give the .h5 file that `facemtl prepare` wrote.")
         try:
             f = h5py.File(self.path, "r")
         except OSError as e:
             raise DataFormatError(f"{self.path} is not a readable HDF5 file ({e}); prepare it again with `facemtl prepare`.") from None
         with f:
-            if f.attrs.get("format") != schema.FORMAT_TAG:
-                raise DataFormatError(f"{self.path} is an HDF5 file but not a facemtl cache (no format tag); create one with `facemtl prepare`.")
-            version = int(f.attrs.get("schema_version", -1))
-            if version > schema.SCHEMA_VERSION:
-                raise DataFormatError(
-                    f"{self.path} has cache schema {version}, newer than this facemtl ({schema.SCHEMA_VERSION}); upgrade facemtl."
-                )
-            try:
-                self.attrs = {k: f.attrs[k] for k in f.attrs}
-                self.attribute_names: list[str] = json.loads(f.attrs["attribute_names"])
-                self.provenance: dict[str, Any] = json.loads(f.attrs.get("provenance", "{}"))
-                self.sizes = tuple(sorted(int(s) for s in f["images"]))
-                self.num_samples = int(f["split"].shape[0])
-                self.split = f["split"][:]
-                self.labels = {k: f[f"labels/{k}"][:] for k in schema.LABELS if f"labels/{k}" in f}
-                self.chunk_rows = int(f[f"images/{self.sizes[0]}"].chunks[0]) if self.sizes else 1
-                self.num_scenes = int(f["scenes/images"].shape[0]) if "scenes/images" in f else 0
-            except (KeyError, ValueError) as e:
-                raise DataFormatError(f"{self.path} is a damaged facemtl cache ({e}); prepare it again.") from None
+            validate_cache(f, self.path)
+            self.attrs = {k: f.attrs[k] for k in f.attrs}
+            self.attribute_names: list[str] = json.loads(f.attrs["attribute_names"])
+            self.provenance: dict[str, Any] = json.loads(f.attrs.get("provenance", "{}"))
+            self.sizes = tuple(sorted(int(s) for s in f["images"]))
+            self.num_samples = int(f["split"].shape[0])
+            self.split = f["split"][:]
+            self.labels = {k: f[f"labels/{k}"][:] for k in schema.LABELS if f"labels/{k}" in f}
+            chunks = f[f"images/{self.sizes[0]}"].chunks
+            self.chunk_rows = int(chunks[0]) if chunks else DEFAULT_CHUNK_ROWS
+            self.num_scenes = int(f["scenes/images"].shape[0]) if "scenes/images" in f else 0
         self.source = str(self.attrs.get("source", "unknown"))
         self._f: h5py.File | None = None
 
