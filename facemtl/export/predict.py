@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from facemtl.data._rgb import to_rgb
 from facemtl.data.schema import LANDMARK_NAMES
 from facemtl.errors import DataFormatError, MissingFileError
 from facemtl.export.backends import Backend
@@ -65,7 +66,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            rgb = to_rgb(ImageOps.exif_transpose(im))
     except _IMAGE_ERRORS as e:
         raise DataFormatError(f"image {path} cannot be decoded ({type(e).__name__}: {e}); it is damaged or not an image.") from None
     if min(rgb.size) < 8:

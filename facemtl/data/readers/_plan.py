@@ -31,8 +31,8 @@ import numpy as np
 from facemtl.data import schema
 from facemtl.data._parallel import check_workers, make_blocks, map_blocks
 from facemtl.data.cache import CacheWriter
-from facemtl.data.readers._annotations import Problems
-from facemtl.data.readers._images import PlanHandle, attach_block, check_block, decode_block, prepare_shared
+from facemtl.data.readers._annotations import MAX_SHOWN, Problems
+from facemtl.data.readers._images import LANDMARK_MARGIN, PlanHandle, attach_block, check_block, decode_block, prepare_shared
 from facemtl.errors import ConfigError
 from facemtl.utils.io import check_writable_target, write_text_atomic
 
@@ -140,10 +140,14 @@ def run_prepare(
     with PlanHandle(plan) as handle:
         step = advance("checking images", len(plan)) if plan.kind == "file" else None
         bad: list[tuple[int, str]] = []
+        far: list[int] = []
         if step is not None:
-            for start, found in map_blocks(partial(check_block, handle=handle), make_blocks(range(len(plan)), CHECK_BLOCK), workers):
+            for start, (found, outside) in map_blocks(partial(check_block, handle=handle), make_blocks(range(len(plan)), CHECK_BLOCK), workers):
                 bad.extend(found)
+                far.extend(outside)
                 step(min(CHECK_BLOCK, len(plan) - start))
+    if far:
+        plan.warnings.append(_far_warning(plan, far))
     if bad and not skip_bad:
         _raise_bad(plan, bad)
     if bad:
@@ -155,7 +159,7 @@ def run_prepare(
         raise ConfigError(f"{plan.source}: no usable image left to write.")
 
     provenance = dict(plan.provenance)
-    provenance.update(sizes=list(sizes), limit=limit, skip_bad=skip_bad)
+    provenance.update(sizes=list(sizes), limit=limit, skip_bad=skip_bad, landmarks_far_outside=len(far))
     provenance.update(_skip_provenance(skipped, report_path))
     writer = CacheWriter(
         out, num_samples=len(plan), sizes=sizes, attribute_names=plan.attribute_names, source=plan.source,
@@ -215,6 +219,13 @@ def _batch(plan: Plan, start: int, n: int, res: dict[str, Any], images: dict[int
     if plan.boxes is not None:
         batch["bbox"] = normalise(plan.boxes[rows], res["windows"], "boxes")
     return batch
+
+
+def _far_warning(plan: Plan, rows: Sequence[int]) -> str:
+    shown = ", ".join(plan.describe_image(i) for i in rows[:MAX_SHOWN])
+    more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
+    return (f"{len(rows)} image(s) have landmarks more than {LANDMARK_MARGIN:.0%} of the image's size outside it "
+            f"(swapped x/y columns, coordinates of another size or unit?); they are stored as given: {shown}{more}")
 
 
 def _raise_bad(plan: Plan, bad: Sequence[tuple[int, str]]) -> None:
