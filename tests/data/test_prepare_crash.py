@@ -87,7 +87,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: p
     kept = shard_rows(partial_path(out))
     assert 16 <= kept < 48
     proc = _start(out, "--resume", cli=False)
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "starting afresh" not in stderr and f"{kept} of 48 rows already written" in " ".join(stderr.split())
     assert not partial_path(out).exists()
@@ -98,7 +98,7 @@ def test_sigterm_is_an_interrupt_without_tracebacks(tmp_path: Path) -> None:
     out = tmp_path / "s.h5"
     proc = _start(out, workers="2")
     _kill_after(proc, out, 8, signal.SIGTERM, group=True)  # as a service manager or `timeout` does
-    stdout, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
