@@ -69,3 +69,7 @@ class CheckpointError(FacemtlError):
 
 class TrainingDiverged(FacemtlError):
     """A loss became NaN or infinite; the message names the step and the task."""
+
+
+class DiskFullError(FacemtlError, OSError):
+    """No space left where a file was being written; the message names the path and the space needed."""

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from facemtl.cli._common import console, err_console, handle_errors
-from facemtl.errors import DataFormatError
+from facemtl.errors import ConfigError, DataFormatError
 
 
 def _cell_attributes(rec: dict[str, Any], top: int = 4) -> str:
@@ -56,6 +56,7 @@ def predict(
     scale_step: Annotated[float, typer.Option(help="Ratio between pyramid levels.")] = 1.25,
     max_faces: Annotated[int, typer.Option(help="At most this many faces per image.")] = 20,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: the runtime's).")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip images with more pixels than this (0 = no limit).")] = 100_000_000,
 ) -> None:
     """Find faces and run every task of a model on them.
 
@@ -72,14 +73,18 @@ def predict(
     items = collect_images(images)
     finder = FinderConfig(threshold=threshold, nms_iou=nms_iou, nested=nested, min_face=min_face, scale_step=scale_step,
                           stride=stride, max_faces=max_faces)
-    predictor = Predictor(load_backend(model, threads=threads), finder)
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be 0 (no limit) or positive, got {max_pixels}.")
+    predictor = Predictor(load_backend(model, threads=threads), finder, max_pixels=max_pixels or None)
     explicit_failures: list[str] = []
+    failures: list[str] = []
     done: list[Any] = []
     for item, res in zip(items, predictor.predict_files(items, aligned=aligned, draw_dir=draw)):
         if res.error is not None:
             err_console.print(f"[yellow]skipped[/] {res.error}", highlight=False, soft_wrap=True)
+            failures.append(f"{item.path} ({res.reason})")
             if not item.from_folder:
-                explicit_failures.append(str(item.path))
+                explicit_failures.append(failures[-1])
             continue
         if as_json:
             sys.stdout.write(json.dumps(res.to_dict()) + "\n")
@@ -90,5 +95,5 @@ def predict(
     if draw is not None and done:
         err_console.print(f"drawn images in {draw}", highlight=False)
     if explicit_failures or not done:
-        bad = explicit_failures or [str(i.path) for i in items]
-        raise DataFormatError(f"{len(bad)} image(s) could not be decoded: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}.")
+        bad = explicit_failures or failures
+        raise DataFormatError(f"{len(bad)} image(s) could not be used: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}.")

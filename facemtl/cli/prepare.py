@@ -35,6 +35,7 @@ def synthetic(
 
     Example: [cyan]facemtl prepare synthetic --out data/synthfaces.h5 --num-images 20000[/]
     """
+    from facemtl.data._parallel import sigterm_as_interrupt
     from facemtl.data.synthetic import prepare_synthetic
 
     if fmt != "cache":
@@ -46,7 +47,7 @@ def synthetic(
         console.print(f"wrote [bold]{folder}[/] in {fmt} format; read it with [cyan]facemtl prepare {fmt} --root {folder} --out {fmt}.h5[/]")
         return
     size_list = parse_int_list(sizes, "--sizes")
-    with progress_bar("SynthFaces", num_images) as advance:
+    with sigterm_as_interrupt(), progress_bar("SynthFaces", num_images) as advance:
         path = prepare_synthetic(
             out, num_images=num_images, identities=identities, sizes=size_list, seed=seed, workers=workers,
             num_scenes=scenes, force=force, resume=resume, on_progress=advance,

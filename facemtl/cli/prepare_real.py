@@ -66,10 +66,11 @@ def _show_check(report: Any) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for e in report.errors:
         console.print(f"[red]problem:[/] {e}", highlight=False, soft_wrap=True)
-    console.print("[green]ok: ready to prepare[/]" if report.ok else f"[red]{len(report.errors)} problem(s)[/]")
+    console.print("[green]ok: ready to prepare[/]" if report.ok else f"[red]{report.num_problems} problem(s)[/]")
 
 
 def _run(dataset: str, out: Optional[Path], check: bool, common: dict[str, Any], options: dict[str, Any]) -> None:
+    from facemtl.data._parallel import sigterm_as_interrupt
     from facemtl.data.readers import check_dataset, prepare_dataset
 
     if check:
@@ -84,7 +85,7 @@ def _run(dataset: str, out: Optional[Path], check: bool, common: dict[str, Any],
         out = data_root() / DATASET_FILES.get(dataset, f"{dataset}.h5")
         console.print(f"writing [bold]{out}[/] (the default for {dataset}; --out PATH to choose)", highlight=False)
     common["sizes"] = parse_int_list(common["sizes"], "--sizes")
-    with _phases() as phase:
+    with sigterm_as_interrupt(), _phases() as phase:
         res = prepare_dataset(dataset, out, phase=phase, **common, **options)
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -218,6 +219,7 @@ def register(app: typer.Typer) -> None:
         out: Out = None,
         crop: Annotated[str, typer.Option("--crop", help="center (centred square) or bbox (square around the box columns).")] = "center",
         margin: Annotated[float, typer.Option("--margin", help="bbox crop: extra border per side, fraction of the box.")] = 0.15,
+        allow_outside_root: Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV image paths outside --images (absolute, or ../).")] = False,
         seed: Seed = 0,
         sizes: Sizes = "56,112,224", workers: Workers = 0, limit: Limit = None, force: Force = False, resume: Resume = False,
         skip_bad: SkipBad = False, report: Report = None, check: Check = False,
@@ -225,9 +227,10 @@ def register(app: typer.Typer) -> None:
         """Any [bold]folder + CSV[/]: columns mapped to tasks by name (see docs/datasets.md).
 
         Columns: image, split, identity, expression, pose_class, yaw/pitch/roll, face, the 10 landmark
-        coordinates, the box; any other column is a binary attribute.
+        coordinates, the box; any other column is a binary attribute. Image paths must stay inside --images
+        (no absolute paths, no ../) unless [cyan]--allow-outside-root[/].
 
         Example: [cyan]facemtl prepare folder --images faces/ --labels faces.csv --out data/faces.h5[/]
         """
         _run("folder", out, check, _common(sizes, workers, limit, force, resume, skip_bad, report),
-             {"images": images, "labels": labels, "crop": crop, "margin": margin, "seed": seed})
+             {"images": images, "labels": labels, "crop": crop, "margin": margin, "seed": seed, "allow_outside_root": allow_outside_root})

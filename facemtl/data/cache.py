@@ -1,20 +1,31 @@
 """Writing and reading the facemtl HDF5 cache (layout in :mod:`facemtl.data.schema`).
 
-:class:`CacheWriter` writes into a ``<out>.partial`` file and renames it onto ``<out>`` only
-when every row has been written, so a crash never leaves a half-written cache under the
-requested name. A ``.partial`` file records which rows are done (``/_done``), so an
-interrupted prepare resumes where it stopped (``resume=True``) instead of restarting from 0.
+:class:`CacheWriter` never writes HDF5 until every row is there. Rows arrive in blocks; each
+block is saved as one small ``.npz`` *shard* in the folder ``<out>.partial/`` (written under a
+temporary name, then renamed, so a shard is either complete or absent, whatever kills the
+process). When every row is done the shards are assembled into ``<out>.partial/assembling.h5``,
+which is renamed onto ``<out>`` and the folder removed. So a crash (Ctrl-C, SIGTERM, SIGKILL,
+the OOM killer, a full disk) never leaves a file under the requested name, and an interrupted
+prepare resumes from its last complete block (``resume=True``). Layout: docs/data-format.md.
 
-:class:`FaceCache` opens a finished cache read-only, validates it (format tag, schema
-version) and keeps every label in memory (labels are small; images stay on disk).
+:class:`FaceCache` opens a finished cache read-only, validates its structure once
+(:func:`validate_cache`) and keeps every label in memory (labels are small; images stay on disk).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
+import multiprocessing as mp
 import os
+import re
+import shutil
+import signal
+import sys
+import traceback
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,16 +35,22 @@ import numpy as np
 
 from facemtl import __version__
 from facemtl.data import schema
-from facemtl.errors import ConfigError, DataFormatError, MissingFileError
+from facemtl.errors import ConfigError, DataFormatError, DiskFullError, MissingFileError
 from facemtl.utils.io import check_writable_target
 
 log = logging.getLogger(__name__)
 
 #: Rows per HDF5 chunk of every image dataset; the loader reads whole chunks.
 DEFAULT_CHUNK_ROWS = 64
+#: Version of the ``.partial`` folder layout (``layout.json``); another version starts afresh.
+PARTIAL_VERSION = 1
+_SHARD = re.compile(r"^(rows|scenes)-(\d{9})-(\d{9})\.npz$")
+_ASSEMBLING = "assembling.h5"
 
 
 def partial_path(path: Path) -> Path:
+    """The folder of shards an unfinished prepare of ``path`` keeps (``<path>.partial``)."""
+    path = Path(path)
     return path.with_name(path.name + ".partial")
 
 
@@ -44,12 +61,44 @@ def validate_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """True for "no space left", "quota exceeded" or "file too large", also when h5py says it only in words."""
+    if not isinstance(e, OSError):
+        return False
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or _says_disk_full(str(e))
+
+
+def _says_disk_full(text: str) -> bool:
+    return any(k in text for k in ("No space left", "errno = 28", "Disk quota exceeded", "File too large", "errno = 27"))
+
+
+def _full_reason(e: BaseException) -> str:
+    text = str(e)
+    if getattr(e, "errno", None) == errno.EFBIG or "File too large" in text or "errno = 27" in text:
+        return "file too large (a file-size limit: see `ulimit -f`, or the filesystem's)"
+    if getattr(e, "errno", None) == errno.EDQUOT or "quota" in text:
+        return "disk quota exceeded"
+    return "disk full"
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**28 else f"{n / 2**20:.1f} MB"
+
+
+def shard_rows(partial: Path) -> int:
+    """How many rows the complete shards in ``partial`` hold (0 when there is no such folder)."""
+    if not Path(partial).is_dir():
+        return 0
+    return sum(int(m[3]) - int(m[2]) for p in Path(partial).iterdir() if (m := _SHARD.match(p.name)) and m[1] == "rows")
+
+
 class CacheWriter:
     """Create a cache of ``num_samples`` rows; fill it with :meth:`write` in any order.
 
-    Use as a context manager. On normal exit the file is finalised and renamed onto ``path``;
-    if rows are missing or an exception escapes, the ``.partial`` file is kept when
-    ``keep_partial`` (for ``resume``) or deleted otherwise.
+    Use as a context manager. On normal exit the shards are assembled and the cache renamed onto
+    ``path``; if rows are missing or an exception escapes, the ``.partial`` folder is kept when
+    ``keep_partial`` (for ``resume``) or deleted otherwise. ``partial`` overrides the folder of
+    shards (default ``<path>.partial``).
     """
 
     def __init__(
@@ -69,11 +118,12 @@ class CacheWriter:
         scene_size: int = 256,
         max_faces: int = 3,
         compression: str | None = None,
+        partial: str | os.PathLike | None = None,
     ):
         if num_samples <= 0:
             raise ConfigError(f"number of images must be positive, got {num_samples}.")
         self.path = Path(path)
-        self.tmp = partial_path(self.path)
+        self.tmp = Path(partial) if partial is not None else partial_path(self.path)
         self.num_samples = int(num_samples)
         self.sizes = validate_sizes(sizes)
         self.attribute_names = list(attribute_names)
@@ -83,7 +133,10 @@ class CacheWriter:
         self.chunk_rows = max(1, min(chunk_rows, self.num_samples))
         self.num_scenes, self.scene_size, self.max_faces = num_scenes, scene_size, max_faces
         self.compression = compression
-        self._f: h5py.File | None = None
+        self._open = False
+        self._done = np.zeros(self.num_samples, bool)
+        self._done_scenes = np.zeros(self.num_scenes, bool)
+        self._drop = np.zeros(self.num_samples, bool)
         self._signature = json.dumps(
             {"n": self.num_samples, "sizes": self.sizes, "attrs": self.attribute_names, "source": source,
              "scenes": [num_scenes, scene_size, max_faces], "prov": self.provenance},
@@ -93,40 +146,190 @@ class CacheWriter:
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "CacheWriter":
         check_writable_target(self.path, force=self.force, what="cache")
-        if self.tmp.exists() and self.resume:
-            f = self._try_reopen()
-            if f is not None:
-                self._f = f
-                log.info("resuming %s: %d of %d rows already written", self.tmp, self.done_rows().sum(), self.num_samples)
-                return self
-        try:
-            if self.tmp.exists():
-                self.tmp.unlink()
-            self._f = h5py.File(self.tmp, "w")
-        except OSError as e:
-            raise ConfigError(f"cannot write the cache at {self.path} ({e.strerror or e}); choose a writable path.") from None
-        self._create_layout(self._f)
+        if not (self.resume and self._reopen()):
+            self._clear()
+            self._check_space()
+            try:
+                self.tmp.mkdir(parents=True)
+                _write_json(self.tmp / "layout.json", {"version": PARTIAL_VERSION, "signature": self._signature})
+            except OSError as e:
+                self._clear()
+                if is_disk_full(e):
+                    raise DiskFullError(f"{_full_reason(e)}: cannot start the cache in {self.tmp}; free some space.") from None
+                raise ConfigError(f"cannot write the cache at {self.path} ({e.strerror or e}); choose a writable path.") from None
+        else:
+            self._check_space()
+        self._open = True
         return self
 
-    def _try_reopen(self) -> h5py.File | None:
-        try:
-            f = h5py.File(self.tmp, "a")
-        except OSError:
-            log.warning("cannot reopen %s for resume; starting afresh", self.tmp)
-            return None
-        if f.attrs.get("_signature") != self._signature:
-            log.warning("%s was started with other options; starting afresh", self.tmp)
-            f.close()
-            return None
-        return f
+    def _clear(self) -> None:
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp)
+        elif self.tmp.exists():
+            self.tmp.unlink()  # an HDF5 .partial file of facemtl <= 0.x, which a kill could corrupt
 
-    def _create_layout(self, f: h5py.File) -> None:
-        n, a = self.num_samples, len(self.attribute_names)
-        f.attrs["_signature"] = self._signature
+    def _reopen(self) -> bool:
+        """Take over the complete shards of an interrupted prepare; False when there is nothing to resume."""
+        if not self.tmp.exists():
+            return False
+        if not self.tmp.is_dir():
+            log.warning("%s was written by an older facemtl and cannot be resumed; starting afresh", self.tmp)
+            return False
+        try:
+            layout = json.loads((self.tmp / "layout.json").read_text())
+        except (OSError, ValueError):
+            log.warning("%s has no readable layout.json; starting afresh", self.tmp)
+            return False
+        if layout.get("version") != PARTIAL_VERSION or layout.get("signature") != self._signature:
+            log.warning("%s was started with other options; starting afresh", self.tmp)
+            return False
+        for p in sorted(self.tmp.iterdir()):
+            m = _SHARD.match(p.name)
+            if p.name == "layout.json":
+                continue
+            if m is None:  # a shard being written when the process died, or an unfinished assembly
+                p.unlink()
+                continue
+            a, b = int(m[2]), int(m[3])
+            done = self._done if m[1] == "rows" else self._done_scenes
+            if b > len(done) or a >= b or done[a:b].any() or not _readable_shard(p):
+                log.warning("discarding shard %s (damaged or overlapping); its rows are written again", p.name)
+                p.unlink()
+                continue
+            done[a:b] = True
+        log.info("resuming %s: %d of %d rows already written", self.tmp, self._done.sum(), self.num_samples)
+        return True
+
+    def _row_bytes(self) -> int:
+        a = len(self.attribute_names)
+        labels = a + 40 + 16 + 1 + 8 + 1 + 12 + 1 + 1 + 32  # attributes, landmarks, bbox, ..., split, image id
+        return sum(3 * s * s for s in self.sizes) + labels
+
+    def _check_space(self, final_only: bool = False) -> None:
+        """Refuse to start when the shards still to write plus the assembled cache cannot fit."""
+        scene = 3 * self.scene_size**2 + self.max_faces * 56
+        todo = int((~self._done).sum()) * self._row_bytes() + int((~self._done_scenes).sum()) * scene
+        todo = 0 if final_only else todo
+        final = self.num_samples * self._row_bytes() + self.num_scenes * scene
+        need = todo + final
+        where = self.tmp.parent if str(self.tmp.parent) else Path(".")
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            return
+        if need > free:
+            raise DiskFullError(
+                f"not enough free space in {where.resolve()}: this cache needs about {_gb(need)} "
+                f"({_gb(todo)} of blocks still to write in {self.tmp.name}, then {_gb(final)} for {self.path.name}), "
+                f"{_gb(free)} is free; free some space or choose another --out."
+            )
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if exc_type is None:
+            missing = int((~self._done).sum()) + int((~self._done_scenes).sum())
+            if missing:
+                self.keep_partial = False
+                self._discard()
+                raise DataFormatError(f"cache {self.path}: {missing} rows were never written (internal error).")
+            self._assemble()
+            log.info("wrote %s (%d samples)", self.path, self.num_samples - int(self._drop.sum()))
+        else:
+            self._discard(quiet=isinstance(exc, DiskFullError))
+
+    def _discard(self, quiet: bool = False) -> None:
+        if self.keep_partial and self.tmp.is_dir() and self._done.any():
+            if not quiet:
+                log.warning("kept %s (%d of %d rows); rerun the same command with --resume to continue",
+                            self.tmp, self._done.sum(), self.num_samples)
+        else:
+            self._clear()
+
+    def _assemble(self) -> None:
+        """Copy every shard, in row order, into one HDF5 file and rename it onto ``path``.
+
+        The HDF5 file is written by a child process: on a full disk HDF5 fails late (when its
+        caches are flushed at close), prints a traceback per buffer and may crash the process
+        (exit 139). The child's stderr goes to a log that only decides the one-line error here."""
+        tmp, log_path = self.tmp / _ASSEMBLING, self.tmp / ".assembling.log"
+        final = self.num_samples * self._row_bytes()
+        try:
+            self._check_space(final_only=True)
+            if mp.current_process().daemon:  # a daemon may not start processes: write in place
+                self._assemble_into(tmp)
+            else:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                proc = ctx.Process(target=_assemble_child, args=(self, tmp, log_path))
+                proc.start()
+                try:
+                    proc.join()
+                finally:
+                    if proc.is_alive():
+                        proc.terminate()
+                        proc.join()
+                if proc.exitcode != 0:
+                    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+                    if _says_disk_full(text):
+                        raise OSError(text)
+                    raise RuntimeError(f"assembling {self.path} failed (exit code {proc.exitcode}):\n{text[-4000:]}")
+            os.replace(tmp, self.path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            log_path.unlink(missing_ok=True)
+            full = is_disk_full(e) or isinstance(e, DiskFullError)
+            self._discard(quiet=full)
+            if isinstance(e, DiskFullError):
+                raise
+            if full:
+                raise DiskFullError(
+                    f"{_full_reason(e)} while writing {self.path} (it needs about {_gb(final)}); "
+                    f"the finished blocks are kept in {self.tmp}: free some space and rerun the same command with --resume."
+                ) from None
+            raise
+        shutil.rmtree(self.tmp)
+
+    def _assemble_into(self, tmp: Path) -> None:
+        keep = np.flatnonzero(~self._drop)
+        new_row = np.full(self.num_samples, -1, np.int64)
+        new_row[keep] = np.arange(len(keep))
+        shards = sorted((m[1], int(m[2]), int(m[3]), p) for p in self.tmp.iterdir() if (m := _SHARD.match(p.name)))
+        with h5py.File(tmp, "w") as f:
+            self._create_layout(f, len(keep))
+            for kind, a, b, p in shards:
+                with np.load(p, allow_pickle=False) as z:
+                    if kind == "rows":
+                        self._copy_rows(f, z, a, b, new_row)
+                    else:
+                        for key in ("images", "boxes", "landmarks", "split"):
+                            f[f"scenes/{key}"][a:b] = z[key]
+            self._finalise(f)
+
+    def _copy_rows(self, f: h5py.File, z: Any, a: int, b: int, new_row: np.ndarray) -> None:
+        take = np.flatnonzero(new_row[a:b] >= 0)
+        if not len(take):
+            return
+        dst = slice(int(new_row[a + take[0]]), int(new_row[a + take[-1]]) + 1)  # kept rows stay contiguous
+        whole = len(take) == b - a
+        pick = (lambda arr: arr) if whole else (lambda arr: arr[take])
+        for s in self.sizes:
+            f[f"images/{s}"][dst] = pick(z[f"images_{s}"])
+        for key in schema.LABELS:
+            if f"labels_{key}" in z.files:
+                f[f"labels/{key}"][dst] = pick(z[f"labels_{key}"])
+        if "split" in z.files:
+            f["split"][dst] = pick(z["split"])
+        if "image_ids" in z.files:
+            f["image_ids"][dst] = [str(x) for x in pick(z["image_ids"])]
+
+    def _create_layout(self, f: h5py.File, n: int) -> None:
+        a = len(self.attribute_names)
+        chunk = max(1, min(self.chunk_rows, n))
         for s in self.sizes:
             f.create_dataset(
                 f"images/{s}", shape=(n, s, s, 3), dtype="uint8",
-                chunks=(self.chunk_rows, s, s, 3), compression=self.compression,
+                chunks=(chunk, s, s, 3), compression=self.compression,
             )
         for key, spec in schema.LABELS.items():
             tail = spec.empty(0, a).shape[1:]
@@ -134,46 +337,14 @@ class CacheWriter:
             f.create_dataset(f"labels/{key}", shape=(n,) + tail, dtype=spec.dtype, fillvalue=spec.missing, chunks=chunks)
         f.create_dataset("split", shape=(n,), dtype="int8", fillvalue=0)
         f.create_dataset("image_ids", shape=(n,), dtype=h5py.string_dtype())
-        f.create_dataset("_done", shape=(n,), dtype="bool", fillvalue=False)
         if self.num_scenes:
             m, s, k = self.num_scenes, self.scene_size, self.max_faces
             f.create_dataset("scenes/images", shape=(m, s, s, 3), dtype="uint8", chunks=(min(m, 16), s, s, 3))
             f.create_dataset("scenes/boxes", shape=(m, k, 4), dtype="float32", fillvalue=np.nan)
             f.create_dataset("scenes/landmarks", shape=(m, k, 5, 2), dtype="float32", fillvalue=np.nan)
             f.create_dataset("scenes/split", shape=(m,), dtype="int8", fillvalue=2)
-            f.create_dataset("scenes/_done", shape=(m,), dtype="bool", fillvalue=False)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        f, self._f = self._f, None
-        if f is None:
-            return
-        if exc_type is None:
-            missing = int((~f["_done"][:]).sum())
-            if self.num_scenes:
-                missing += int((~f["scenes/_done"][:]).sum())
-            if missing:
-                f.close()
-                self._discard()
-                raise DataFormatError(f"cache {self.path}: {missing} rows were never written (internal error).")
-            self._finalise(f)
-            f.close()
-            os.replace(self.tmp, self.path)
-            log.info("wrote %s (%d samples)", self.path, self.num_samples)
-        else:
-            f.close()
-            self._discard()
-
-    def _discard(self) -> None:
-        if self.keep_partial and self.tmp.exists():
-            log.warning("kept %s; rerun the same command with --resume to continue", self.tmp)
-        elif self.tmp.exists():
-            self.tmp.unlink()
 
     def _finalise(self, f: h5py.File) -> None:
-        del f["_done"]
-        if "scenes/_done" in f:
-            del f["scenes/_done"]
-        del f.attrs["_signature"]
         f.attrs["format"] = schema.FORMAT_TAG
         f.attrs["schema_version"] = schema.SCHEMA_VERSION
         f.attrs["facemtl_version"] = __version__
@@ -186,51 +357,167 @@ class CacheWriter:
 
     # -- filling ----------------------------------------------------------------------------
     def done_rows(self) -> np.ndarray:
-        assert self._f is not None
-        return self._f["_done"][:]
+        return self._done.copy()
 
     def done_scenes(self) -> np.ndarray:
-        assert self._f is not None
-        return self._f["scenes/_done"][:] if self.num_scenes else np.zeros(0, bool)
+        return self._done_scenes.copy()
 
     def add_provenance(self, **items: Any) -> None:
         self.provenance.update(items)
+
+    def drop_rows(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Leave ``rows`` out of the finished cache (images that failed to decode, with ``--skip-bad``)."""
+        self._drop[np.asarray(rows, dtype=np.int64)] = True
+
+    def _save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """One shard, atomically: a temporary name in the same folder, then a rename."""
+        tmp = self.tmp / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, self.tmp / name)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise DiskFullError(
+                    f"{_full_reason(e)} while writing {self.tmp / name} (a block of about {_gb(sum(a.nbytes for a in arrays.values()))}); "
+                    f"the {int(self._done.sum())} rows finished so far are kept in {self.tmp}: free some space and "
+                    "rerun the same command with --resume."
+                ) from None
+            raise
 
     def write(self, start: int, batch: dict[str, Any]) -> None:
         """Write rows ``start .. start+n``. ``batch['images']`` maps every size to (n, S, S, 3) uint8;
         label keys follow :data:`schema.LABELS` (absent keys stay "missing"); ``split`` (n,) and
         ``image_ids`` (n,) are optional."""
-        f = self._f
-        assert f is not None, "use CacheWriter as a context manager"
+        assert self._open, "use CacheWriter as a context manager"
         images = batch["images"]
         n = len(next(iter(images.values())))
         stop = start + n
-        if start < 0 or stop > self.num_samples:
+        if start < 0 or stop > self.num_samples or n == 0:
             raise ValueError(f"rows {start}:{stop} outside 0:{self.num_samples}")
+        arrays: dict[str, np.ndarray] = {}
         for s in self.sizes:
             arr = np.asarray(images[s])
             if arr.shape != (n, s, s, 3) or arr.dtype != np.uint8:
                 raise ValueError(f"images[{s}] must be uint8 ({n}, {s}, {s}, 3), got {arr.dtype} {arr.shape}")
-            f[f"images/{s}"][start:stop] = arr
+            arrays[f"images_{s}"] = arr
         for key, spec in schema.LABELS.items():
             if key in batch and batch[key] is not None:
-                f[f"labels/{key}"][start:stop] = np.asarray(batch[key], dtype=spec.dtype)
+                arr = np.asarray(batch[key], dtype=spec.dtype)
+                want = spec.empty(n, len(self.attribute_names)).shape
+                if arr.shape != want:
+                    raise ValueError(f"label {key} must have shape {want}, got {arr.shape}")
+                arrays[f"labels_{key}"] = arr
         if "split" in batch:
-            f["split"][start:stop] = np.asarray(batch["split"], dtype=np.int8)
+            arrays["split"] = np.asarray(batch["split"], dtype=np.int8).reshape(n)
         if "image_ids" in batch:
-            f["image_ids"][start:stop] = [str(x) for x in batch["image_ids"]]
-        f["_done"][start:stop] = True
+            arrays["image_ids"] = np.array([str(x) for x in batch["image_ids"]], dtype=str).reshape(n)
+        self._save(f"rows-{start:09d}-{stop:09d}.npz", arrays)
+        self._done[start:stop] = True
 
     def write_scenes(self, start: int, batch: dict[str, Any]) -> None:
-        f = self._f
-        assert f is not None and self.num_scenes, "cache was created without scenes"
+        assert self._open and self.num_scenes, "cache was created without scenes"
         n = len(batch["images"])
-        f["scenes/images"][start:start + n] = np.asarray(batch["images"], dtype=np.uint8)
-        f["scenes/boxes"][start:start + n] = np.asarray(batch["boxes"], dtype=np.float32)
-        f["scenes/landmarks"][start:start + n] = np.asarray(batch["landmarks"], dtype=np.float32)
-        if "split" in batch:
-            f["scenes/split"][start:start + n] = np.asarray(batch["split"], dtype=np.int8)
-        f["scenes/_done"][start:start + n] = True
+        arrays = {
+            "images": np.asarray(batch["images"], dtype=np.uint8),
+            "boxes": np.asarray(batch["boxes"], dtype=np.float32),
+            "landmarks": np.asarray(batch["landmarks"], dtype=np.float32),
+            "split": np.asarray(batch.get("split", np.full(n, schema.SPLITS["test"])), dtype=np.int8),
+        }
+        self._save(f"scenes-{start:09d}-{start + n:09d}.npz", arrays)
+        self._done_scenes[start:start + n] = True
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _assemble_child(writer: CacheWriter, tmp: Path, log_path: Path) -> None:
+    """Child process of :meth:`CacheWriter._assemble`: stderr to ``log_path``, interrupts left to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)  # HDF5's own messages
+    sys.stderr = os.fdopen(fd, "w", buffering=1)  # Python's, even where sys.stderr was replaced (tests)
+    code = 0
+    try:
+        writer._assemble_into(tmp)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _readable_shard(path: Path) -> bool:
+    """A shard's zip directory (at its end) is intact: cheap, and catches a file cut short."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def validate_cache(f: h5py.File, path: Path) -> None:
+    """Check an open cache against the schema, once, before anything reads it.
+
+    Raises :class:`DataFormatError` listing every problem: format tag, schema version, the
+    ``/images``, ``/labels`` and ``/split`` structure, and each dataset's dtype and row count."""
+    if f.attrs.get("format") != schema.FORMAT_TAG:
+        raise DataFormatError(f"{path} is an HDF5 file but not a facemtl cache (no format tag); create one with `facemtl prepare`.")
+    raw = f.attrs.get("schema_version")
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        version = None
+    if version is not None and version > schema.SCHEMA_VERSION:
+        raise DataFormatError(f"{path} has cache schema {version}, newer than this facemtl ({schema.SCHEMA_VERSION}); upgrade facemtl.")
+    problems: list[str] = []
+    if version is None or version < 1:
+        shown = "none" if raw is None else repr(raw.item() if hasattr(raw, "item") else raw)
+        problems.append(f"schema_version is {shown}; this facemtl reads schema 1 to {schema.SCHEMA_VERSION}")
+    try:
+        num_attributes = len(json.loads(f.attrs["attribute_names"]))
+    except (KeyError, TypeError, ValueError):
+        problems.append("the attribute_names attribute is missing or not a JSON list")
+        num_attributes = None
+    n = None
+    split = f.get("split")
+    if not isinstance(split, h5py.Dataset):
+        problems.append("/split is missing")
+    elif split.ndim != 1 or split.dtype.kind not in "iu":
+        problems.append(f"/split must be int8 (N,), found {split.dtype} {split.shape}")
+    else:
+        n = split.shape[0]
+        if n and not np.isin(split[:], list(schema.SPLITS.values())).all():
+            problems.append("/split holds values other than 0 (train), 1 (val), 2 (test)")
+    images = f.get("images")
+    if not isinstance(images, h5py.Group) or not len(images):
+        problems.append("/images holds no image dataset (expected /images/<size>, e.g. /images/112)")
+    else:
+        for name, ds in images.items():
+            if not name.isdigit() or not isinstance(ds, h5py.Dataset):
+                problems.append(f"/images/{name} is not an image size")
+                continue
+            s = int(name)
+            if ds.dtype != np.uint8 or ds.shape[1:] != (s, s, 3) or (n is not None and ds.shape[0] != n):
+                problems.append(f"/images/{name} must be uint8 ({n if n is not None else 'N'}, {s}, {s}, 3), found {ds.dtype} {ds.shape}")
+    labels = f.get("labels")
+    if not isinstance(labels, h5py.Group):
+        problems.append("/labels is missing")
+    else:
+        for key, ds in labels.items():
+            if key not in schema.LABELS or not isinstance(ds, h5py.Dataset):
+                continue
+            if n is not None and ds.shape[:1] != (n,):
+                problems.append(f"/labels/{key} has {ds.shape[0] if ds.shape else 0} rows, /split has {n}")
+            elif key == "attributes" and num_attributes is not None and ds.shape[1:] != (num_attributes,):
+                problems.append(f"/labels/attributes has {ds.shape[1:]} columns, attribute_names lists {num_attributes}")
+    if problems:
+        raise DataFormatError(f"{path} is a damaged facemtl cache: " + "; ".join(problems) + "; prepare it again with `facemtl prepare`.")
 
 
 class FaceCache:
@@ -242,32 +529,26 @@ class FaceCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            hint = " (an unfinished prepare left a .partial file: rerun prepare with --resume)" if partial_path(self.path).exists() else ""
+            hint = " (an unfinished prepare left a .partial folder: rerun prepare with --resume)" if partial_path(self.path).exists() else ""
             raise MissingFileError(f"cache {self.path} does not exist{hint}; create it with `facemtl prepare`.")
+        if self.path.is_dir():
+            raise DataFormatError(f"cache {self.path} is a directory, not a file; give the .h5 file that `facemtl prepare` wrote.")
         try:
             f = h5py.File(self.path, "r")
         except OSError as e:
             raise DataFormatError(f"{self.path} is not a readable HDF5 file ({e}); prepare it again with `facemtl prepare`.") from None
         with f:
-            if f.attrs.get("format") != schema.FORMAT_TAG:
-                raise DataFormatError(f"{self.path} is an HDF5 file but not a facemtl cache (no format tag); create one with `facemtl prepare`.")
-            version = int(f.attrs.get("schema_version", -1))
-            if version > schema.SCHEMA_VERSION:
-                raise DataFormatError(
-                    f"{self.path} has cache schema {version}, newer than this facemtl ({schema.SCHEMA_VERSION}); upgrade facemtl."
-                )
-            try:
-                self.attrs = {k: f.attrs[k] for k in f.attrs}
-                self.attribute_names: list[str] = json.loads(f.attrs["attribute_names"])
-                self.provenance: dict[str, Any] = json.loads(f.attrs.get("provenance", "{}"))
-                self.sizes = tuple(sorted(int(s) for s in f["images"]))
-                self.num_samples = int(f["split"].shape[0])
-                self.split = f["split"][:]
-                self.labels = {k: f[f"labels/{k}"][:] for k in schema.LABELS if f"labels/{k}" in f}
-                self.chunk_rows = int(f[f"images/{self.sizes[0]}"].chunks[0]) if self.sizes else 1
-                self.num_scenes = int(f["scenes/images"].shape[0]) if "scenes/images" in f else 0
-            except (KeyError, ValueError) as e:
-                raise DataFormatError(f"{self.path} is a damaged facemtl cache ({e}); prepare it again.") from None
+            validate_cache(f, self.path)
+            self.attrs = {k: f.attrs[k] for k in f.attrs}
+            self.attribute_names: list[str] = json.loads(f.attrs["attribute_names"])
+            self.provenance: dict[str, Any] = json.loads(f.attrs.get("provenance", "{}"))
+            self.sizes = tuple(sorted(int(s) for s in f["images"]))
+            self.num_samples = int(f["split"].shape[0])
+            self.split = f["split"][:]
+            self.labels = {k: f[f"labels/{k}"][:] for k in schema.LABELS if f"labels/{k}" in f}
+            chunks = f[f"images/{self.sizes[0]}"].chunks
+            self.chunk_rows = int(chunks[0]) if chunks else DEFAULT_CHUNK_ROWS
+            self.num_scenes = int(f["scenes/images"].shape[0]) if "scenes/images" in f else 0
         self.source = str(self.attrs.get("source", "unknown"))
         self._f: h5py.File | None = None
 

@@ -10,7 +10,8 @@ one face crop and the model runs on it directly; otherwise faces are found first
 ``expression`` {label, probability, probabilities}, ``pose`` {label, probability, yaw (degrees)},
 ``embedding`` (identity models; JSON only).
 
-Images that do not decode raise :class:`~facemtl.errors.DataFormatError`; :func:`collect_images`
+Images that do not decode, exceed ``max_pixels`` or are too small raise :class:`ImageError` (a
+:class:`~facemtl.errors.DataFormatError`); :func:`collect_images`
 expands folders (their images sorted by name) and refuses a folder without images.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from facemtl.data._rgb import to_rgb
 from facemtl.data.schema import LANDMARK_NAMES
 from facemtl.errors import DataFormatError, MissingFileError
 from facemtl.export.backends import Backend
@@ -60,16 +62,48 @@ def collect_images(paths: Iterable[str | Path]) -> list[ImageItem]:
     return items
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, EXIF orientation applied; :class:`DataFormatError` when it does not decode."""
+#: Largest image ``predict`` decodes unless told otherwise (``--max-pixels``): 100 megapixels, about
+#: 300 MB as 8-bit RGB before the face search's own copies.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Smallest side that can hold a face the models read.
+MIN_SIDE = 8
+
+
+class ImageError(DataFormatError):
+    """An image ``predict`` cannot use; ``reason`` is the short form for a summary line."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, EXIF orientation applied, 16-bit images scaled to 8 bits.
+
+    Raises :class:`ImageError` when the file does not decode, is larger than ``max_pixels``
+    (None: no limit; checked from the header, before any pixel is decoded) or is too small for a
+    face. PIL's own decompression-bomb limit and warning are replaced by ``max_pixels``."""
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the limit below applies instead, with a message that says what to do
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(
+                    f"image {path} is too large ({w * h:,} pixels, {w}x{h}; limit {max_pixels:,}); "
+                    f"pass --max-pixels {w * h} (or more) to read it anyway, or downscale it.",
+                    f"too large: {w * h:,} pixels; limit {max_pixels:,}",
+                )
             im.load()
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            rgb = to_rgb(ImageOps.exif_transpose(im))
     except _IMAGE_ERRORS as e:
-        raise DataFormatError(f"image {path} cannot be decoded ({type(e).__name__}: {e}); it is damaged or not an image.") from None
-    if min(rgb.size) < 8:
-        raise DataFormatError(f"image {path} is {rgb.size[0]}x{rgb.size[1]} pixels; it is too small to hold a face.")
+        raise ImageError(f"image {path} cannot be decoded ({type(e).__name__}: {e}); it is damaged or not an image.",
+                         "does not decode") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(f"image {path} is {rgb.size[0]}x{rgb.size[1]} pixels; it is too small to hold a face "
+                         f"(at least {MIN_SIDE}x{MIN_SIDE}).", f"too small: {rgb.size[0]}x{rgb.size[1]} pixels")
     return np.asarray(rgb)
 
 
@@ -111,6 +145,7 @@ class ImageResult:
     height: int = 0
     faces: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    reason: str | None = None  # short form of ``error`` ("does not decode", "too small: 1x1 pixels", ...)
     drawn: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,9 +157,10 @@ class ImageResult:
 class Predictor:
     """``predict(rgb, aligned)`` -> face records; ``predict_files`` streams :class:`ImageResult`."""
 
-    def __init__(self, backend: Backend, finder: FinderConfig | None = None):
+    def __init__(self, backend: Backend, finder: FinderConfig | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.backend = backend
         self.finder_cfg = finder or FinderConfig()
+        self.max_pixels = max_pixels
         self._finder: FaceFinder | None = None
 
     @property
@@ -141,15 +177,15 @@ class Predictor:
         return [face_record(f, self.backend) for f in self.faces(rgb, aligned)]
 
     def predict_files(self, items: list[ImageItem], aligned: bool = False, draw_dir: Path | None = None) -> Iterator[ImageResult]:
-        """One result per image; an image that does not decode gives a result with ``error`` set."""
+        """One result per image; an image that cannot be used gives a result with ``error`` and ``reason`` set."""
         if not aligned:
             _ = self.finder  # fail before the first image when the model cannot find faces
         used: set[str] = set()
         for item in items:
             try:
-                rgb = read_image(item.path)
-            except DataFormatError as e:
-                yield ImageResult(item.path, error=str(e))
+                rgb = read_image(item.path, self.max_pixels)
+            except ImageError as e:
+                yield ImageResult(item.path, error=str(e), reason=e.reason)
                 continue
             res = ImageResult(item.path, rgb.shape[1], rgb.shape[0], self.predict(rgb, aligned))
             if draw_dir is not None:

@@ -67,3 +67,20 @@ def test_info_on_bad_files(tmp_path):
     for path, msg in ((junk, "not a readable HDF5"), (tmp_path / "none.h5", "does not exist")):
         r = runner.invoke(app, ["info", str(path)])
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
+
+
+def test_damaged_cache_is_refused_by_info_and_train(tmp_path):
+    import h5py
+
+    from tests.conftest import write_toy_cache
+
+    path = write_toy_cache(tmp_path / "c.h5", n=20)
+    with h5py.File(path, "a") as f:
+        for k in list(f["images"]):
+            del f[f"images/{k}"]
+    (tmp_path / "dir.h5").mkdir()
+    for target, msg in ((path, "/images holds no image dataset"), (tmp_path / "dir.h5", "is a directory")):
+        r = runner.invoke(app, ["info", str(target)])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
+        r = runner.invoke(app, ["train", "--data", str(target), "--out", str(tmp_path / "run"), "--epochs", "1"])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output

@@ -102,3 +102,47 @@ def test_foreign_and_corrupt_files(tmp_path):
 def test_pose_class_edges():
     yaw = np.array([-80, -45.1, -30, -15.1, 0, 14.9, 15, 44.9, 45, 80])
     assert schema.pose_class_from_yaw(yaw).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def _damage(path, how):
+    with h5py.File(path, "a") as f:
+        if how == "no images":
+            for k in list(f["images"]):
+                del f[f"images/{k}"]
+        elif how == "schema 0":
+            f.attrs["schema_version"] = 0
+        elif how == "schema unknown":
+            f.attrs["schema_version"] = "one"
+        elif how == "no schema":
+            del f.attrs["schema_version"]
+        elif how == "no split":
+            del f["split"]
+        elif how == "no labels":
+            del f["labels"]
+        elif how == "short labels":
+            del f["labels/landmarks"]
+            f["labels/landmarks"] = np.zeros((3, 5, 2), np.float32)
+        elif how == "bad split values":
+            f["split"][0] = 7
+
+
+DAMAGES = {
+    "no images": "/images holds no image dataset", "schema 0": "schema_version is 0",
+    "schema unknown": "schema_version is 'one'", "no schema": "schema_version is none", "no split": "/split is missing",
+    "no labels": "/labels is missing", "short labels": "/labels/landmarks has 3 rows", "bad split values": "other than 0",
+}
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_structure_is_named_on_open(tmp_path, how):
+    path = write_toy_cache(tmp_path / "c.h5", n=20)
+    _damage(path, how)
+    with pytest.raises(DataFormatError, match="damaged facemtl cache") as e:
+        FaceCache(path)
+    assert DAMAGES[how] in str(e.value) and "prepare it again" in str(e.value)
+
+
+def test_a_directory_named_like_a_cache(tmp_path):
+    (tmp_path / "x.h5").mkdir()
+    with pytest.raises(DataFormatError, match="is a directory"):
+        FaceCache(tmp_path / "x.h5")

@@ -90,4 +90,80 @@ def test_missing_image_named_and_check(tmp_path: Path, cli) -> None:
     r = cli("prepare", "folder", "--images", images, "--labels", labels, "--out", tmp_path / "f.h5")
     assert r.exit_code == 1 and "c.png: is missing" in r.output and not (tmp_path / "f.h5").exists()
     r = cli("prepare", "folder", "--images", images, "--labels", labels, "--check")
-    assert r.exit_code == 1 and "c.png is missing" in " ".join(r.output.split())
+    assert r.exit_code == 1 and "c.png: is missing" in " ".join(r.output.split())
+
+
+def test_paths_outside_the_image_folder_are_refused(tmp_path: Path, cli) -> None:
+    images, labels = make(tmp_path)
+    Image.new("RGB", (100, 120), (1, 2, 3)).save(tmp_path / "outside.png")
+    rows = ["a.jpg,train", "../outside.png,train", f"{tmp_path / 'outside.png'},val", "sub/../c.png,test"]
+    labels.write_text("\n".join(["image,split"] + rows) + "\n")
+    with pytest.raises(DataFormatError) as e:
+        build_plan("folder", images=images, labels=labels)
+    msg = str(e.value)
+    assert f"{labels}:3: image path '../outside.png' leaves --images" in msg and f"{labels}:4: image path '{tmp_path}" in msg
+    assert ":5:" not in msg  # sub/../c.png stays inside
+    assert "--allow-outside-root" in msg
+    plan = build_plan("folder", images=images, labels=labels, allow_outside_root=True)
+    assert len(plan) == 4 and plan.provenance["allow_outside_root"] is True
+    out = tmp_path / "f.h5"
+    r = cli("prepare", "folder", "--images", images, "--labels", labels, "--out", out, "--sizes", "16", "--workers", "1",
+            "--allow-outside-root")
+    assert r.exit_code == 0, r.output
+
+
+def test_csv_error_suggests_a_check_command_that_runs(tmp_path: Path, cli) -> None:
+    images, labels = make(tmp_path, ["a.jpg,sometimes"], header="image,split")
+    r = cli("prepare", "folder", "--images", images, "--labels", labels, "--out", tmp_path / "f.h5")
+    assert r.exit_code == 1
+    text = " ".join(r.output.split())
+    command = text[text.index("`facemtl prepare folder") + 1:text.index("--check`") + len("--check")]
+    assert "--root" not in command
+    args = command.split()[1:]  # without "facemtl"
+    r = cli(*args)
+    assert r.exit_code == 1 and "No such option" not in r.output and "split must be train, val or test" in r.output
+
+
+def test_check_and_prepare_list_problems_by_one_rule(tmp_path: Path, cli) -> None:
+    from facemtl.data.readers._annotations import MAX_SHOWN
+
+    rows = [f"a{i}.jpg,never" for i in range(MAX_SHOWN + 4)]
+    images, labels = make(tmp_path, rows, header="image,split")
+    outputs = [
+        " ".join(cli("prepare", "folder", "--images", images, "--labels", labels, *extra).output.split())
+        for extra in (["--check"], ["--out", tmp_path / "f.h5"])
+    ]
+    for text in outputs:
+        assert f"{MAX_SHOWN + 4} problem(s)" in text and "... and 4 more problems" in text
+        assert f"{labels}:{MAX_SHOWN + 1}:" in text and f"{labels}:{MAX_SHOWN + 2}:" not in text
+
+
+def test_sixteen_bit_and_other_modes_keep_their_range(tmp_path: Path) -> None:
+    from facemtl.data.readers import prepare_dataset
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (64, 1))
+    Image.fromarray(ramp).save(images / "grey16.png")  # PIL opens it as I;16
+    Image.fromarray(ramp.astype(np.int32)).save(images / "grey32.tif")  # mode I
+    Image.fromarray((ramp / 65535).astype(np.float32)).save(images / "float.tif")  # mode F, 0..1
+    Image.fromarray((ramp >> 8).astype(np.uint8)).convert("P").save(images / "palette.png")
+    names = ["grey16.png", "grey32.tif", "float.tif", "palette.png"]
+    labels = tmp_path / "l.csv"
+    labels.write_text("image,split\n" + "".join(f"{n},train\n" for n in names))
+    prepare_dataset("folder", tmp_path / "f.h5", images=images, labels=labels, sizes=(64,), workers=1)
+    imgs = FaceCache(tmp_path / "f.h5").read_images(64, 0, 4).astype(float)
+    for name, img in zip(names, imgs):
+        assert abs(img.mean() - 127.5) < 2 and img.min() <= 1 and img.max() >= 254, (name, img.mean())
+
+
+def test_landmarks_far_outside_the_image_are_listed(tmp_path: Path, cli) -> None:
+    rows = list(ROWS)
+    rows[2] = "c.png,test,bob,,,,,,0,300,40,70,40,50,60,35,80,65,80,,,,,,1"  # x = 300 on a 100 px wide image
+    images, labels = make(tmp_path, rows)
+    r = cli("prepare", "folder", "--images", images, "--labels", labels, "--out", tmp_path / "f.h5", "--sizes", "16", "--workers", "1")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "1 image(s) have landmarks more than 50% of the image's size outside it" in text and "c.png" in text
+    assert "a.jpg" not in text.split("outside it")[1]
+    assert FaceCache(tmp_path / "f.h5").provenance["landmarks_far_outside"] == 1

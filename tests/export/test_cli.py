@@ -115,7 +115,7 @@ def test_a_named_image_that_does_not_decode_fails(onnx_model, photos, tmp_path):
     bad.write_bytes(b"garbage")
     res = runner.invoke(app, ["predict", str(onnx_model), str(photos / "crop.jpg"), str(bad), "--aligned", "--json"])
     assert res.exit_code == 1
-    assert len(_lines(res.output)) == 1 and "could not be decoded" in res.output and "bad.png" in res.output
+    assert len(_lines(res.output)) == 1 and "could not be used: " in res.output and "bad.png (does not decode)" in res.output
 
 
 @pytest.mark.parametrize("make, message", [

@@ -14,6 +14,7 @@ for ``facemtl evaluate RUN --dataset lfw-subset`` (no files to read, so no scan 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from facemtl._registry import Registry
 from facemtl.data.readers import celeba, ckplus, fer2013, folder, lfwa, mtfl
-from facemtl.data.readers._annotations import MAX_SHOWN, Problems
+from facemtl.data.readers._annotations import Problems
 from facemtl.data.readers._plan import Plan, PrepareResult, run_prepare
 from facemtl.data.readers.manifest import load_manifest
 
@@ -54,13 +55,24 @@ def _paths(options: dict[str, Any]) -> dict[str, Any]:
     return {k: Path(v).expanduser() if k in _PATH_OPTIONS and v is not None else v for k, v in options.items()}
 
 
+def check_command(dataset: str, options: dict[str, Any]) -> str:
+    """The ``facemtl prepare DATASET ... --check`` command for the same files (for error hints)."""
+    parts = ["facemtl", "prepare", dataset]
+    for key in _PATH_OPTIONS:
+        if options.get(key) is not None:
+            parts += [f"--{key}", shlex.quote(str(options[key]))]
+    if dataset == "folder" and options.get("allow_outside_root"):
+        parts.append("--allow-outside-root")
+    return " ".join(parts + ["--check"])
+
+
 def build_plan(dataset: str, **options: Any) -> Plan:
     """Parse and validate ``dataset``; raise one error listing every problem found."""
     reader = READERS.get(dataset)
     options = _paths(options)
     problems = Problems()
     plan = reader(problems, **options)
-    problems.raise_if_any(dataset)
+    problems.raise_if_any(dataset, hint=f"fix the files named above; `{check_command(dataset, options)}` checks them again without writing anything")
     assert plan is not None
     return plan
 
@@ -85,8 +97,9 @@ class CheckReport:
     dataset: str
     files: list[tuple[str, str, str]] = field(default_factory=list)  # (role, path or candidates, status)
     counts: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # at most MAX_SHOWN, then "... and N more problems"
     warnings: list[str] = field(default_factory=list)
+    num_problems: int = 0
 
     @property
     def ok(self) -> bool:
@@ -111,18 +124,17 @@ def check_dataset(dataset: str, **options: Any) -> CheckReport:
             report.files.append((role, str(p), "present" if p.exists() else "missing"))
     problems = Problems()
     plan = reader(problems, **options)
-    report.errors = [f"missing: {m}" for m in problems.missing] + problems.errors
     if plan is not None:
         report.counts = {"images": len(plan), **plan.split_counts()}
         report.warnings = list(plan.warnings)
         if plan.kind == "file":
             absent = [p for p in plan.images if not os.path.isfile(p)]
             report.counts["image_files_missing"] = len(absent)
-            for p in absent[:MAX_SHOWN]:
-                report.errors.append(f"image {p} is missing")
-            if len(absent) > MAX_SHOWN:
-                report.errors.append(f"... and {len(absent) - MAX_SHOWN} more missing images")
+            for p in absent:
+                problems.add(p, None, "is missing")
+    report.errors = problems.shown()  # the same rule as prepare's errors: MAX_SHOWN, then a count
+    report.num_problems = problems.count()
     return report
 
 
-__all__ = ["READERS", "DatasetReader", "Plan", "PrepareResult", "CheckReport", "build_plan", "prepare_dataset", "check_dataset", "run_prepare"]
+__all__ = ["READERS", "DatasetReader", "Plan", "PrepareResult", "CheckReport", "build_plan", "check_command", "prepare_dataset", "check_dataset", "run_prepare"]

@@ -44,16 +44,22 @@ class Problems:
     def __bool__(self) -> bool:
         return bool(self.errors or self.missing)
 
+    def count(self) -> int:
+        return len(self.missing) + len(self.errors)
+
+    def shown(self) -> list[str]:
+        """The one listing rule of prepare's errors and ``--check``: the first MAX_SHOWN problems, then a count."""
+        lines = [f"missing: {m}" for m in self.missing] + self.errors
+        more = len(lines) - MAX_SHOWN
+        return lines[:MAX_SHOWN] + ([f"... and {more} more problems"] if more > 0 else [])
+
     def raise_if_any(self, dataset: str, hint: str | None = None) -> None:
-        """Raise :class:`MissingFileError` (missing files) or :class:`DataFormatError` with the whole list."""
+        """Raise :class:`MissingFileError` (missing files) or :class:`DataFormatError` listing the problems."""
         if not self:
             return
-        lines = [f"missing: {m}" for m in self.missing] + self.errors
-        shown = lines[:MAX_SHOWN]
-        more = len(lines) - len(shown)
-        body = "\n  ".join(shown) + (f"\n  ... and {more} more problems" if more > 0 else "")
-        hint = hint or f"fix the files named above (`facemtl prepare {dataset} --check --root DIR` lists every problem)"
-        msg = f"{dataset}: {len(lines)} problem(s) found, nothing was written:\n  {body}\n{hint}."
+        body = "\n  ".join(self.shown())
+        hint = hint or "fix the files named above"
+        msg = f"{dataset}: {self.count()} problem(s) found, nothing was written:\n  {body}\n{hint}."
         cls = MissingFileError if self.missing and not self.errors else DataFormatError
         raise cls(msg)
 

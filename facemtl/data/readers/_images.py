@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facemtl.data._rgb import to_rgb
+
 log = logging.getLogger(__name__)
 
 _PLANS: dict[str, Any] = {}
@@ -111,7 +113,7 @@ def decode_one(plan: Any, i: int, sizes: tuple[int, ...]) -> tuple[dict[int, np.
                 k *= 2
             im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
             scale = w / im.size[0]
-        im = im.convert("RGB") if im.mode != "RGB" else im  # JPEGs decode to RGB already: skip the copy
+        im = to_rgb(im)  # JPEGs decode to RGB already (no copy); 16-bit grey keeps its range
         W, H = im.size
         box = (x0 / scale, y0 / scale, (x0 + side) / scale, (y0 + side) / scale)
         if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H:
@@ -189,12 +191,20 @@ def decode_block(start: int, stop: int, handle: PlanHandle, sizes: tuple[int, ..
     return {"images": images, "windows": windows, "bad": bad}
 
 
-def check_block(start: int, stop: int, handle: PlanHandle) -> list[tuple[int, str]]:
-    """Worker: cheap pre-check of rows ``start:stop`` (file exists, header identifies an image)."""
+#: A landmark further outside its image than this fraction of the image's width (x) or height (y)
+#: is reported ("far outside": swapped columns, coordinates of another image size, another unit).
+LANDMARK_MARGIN = 0.5
+
+
+def check_block(start: int, stop: int, handle: PlanHandle) -> tuple[list[tuple[int, str]], list[int]]:
+    """Worker: cheap pre-check of rows ``start:stop`` (file exists, header identifies an image).
+
+    Returns the bad rows with a reason, and the rows whose landmarks lie far outside the image
+    (:data:`LANDMARK_MARGIN`), found from the header's size alone."""
     plan = handle.get()
     if plan.kind != "file":
-        return []
-    bad = []
+        return [], []
+    bad, far = [], []
     for i in range(start, stop):
         path = plan.images[i]
         if not os.path.isfile(path):
@@ -205,6 +215,12 @@ def check_block(start: int, stop: int, handle: PlanHandle) -> list[tuple[int, st
                 w, h = im.size
             if w < 1 or h < 1:
                 bad.append((i, "has an empty image"))
+                continue
         except IMAGE_ERRORS as e:
             bad.append((i, f"is not a readable image ({type(e).__name__}: {e})"))
-    return bad
+            continue
+        if plan.points is not None:
+            p = plan.points[i] / np.array([w, h])
+            if np.any(np.isfinite(p) & ((p < -LANDMARK_MARGIN) | (p > 1 + LANDMARK_MARGIN))):
+                far.append(i)
+    return bad, far

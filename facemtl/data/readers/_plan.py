@@ -11,7 +11,7 @@ and landmarks/boxes still in source pixels. :func:`run_prepare` then
    resumable :class:`~facemtl.data.cache.CacheWriter`, normalising landmarks and boxes by the
    window actually cut;
 4. handles images that fail only at full decode: an error listing all of them (and no file left
-   behind), or with ``skip_bad`` a compacted cache without those rows;
+   behind), or with ``skip_bad`` a cache assembled without those rows;
 5. records every skip in the cache's provenance and in a tab-separated report file.
 """
 
@@ -26,14 +26,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from facemtl.data import schema
 from facemtl.data._parallel import check_workers, make_blocks, map_blocks
 from facemtl.data.cache import CacheWriter
-from facemtl.data.readers._annotations import Problems
-from facemtl.data.readers._images import PlanHandle, attach_block, check_block, decode_block, prepare_shared
+from facemtl.data.readers._annotations import MAX_SHOWN, Problems
+from facemtl.data.readers._images import LANDMARK_MARGIN, PlanHandle, attach_block, check_block, decode_block, prepare_shared
 from facemtl.errors import ConfigError
 from facemtl.utils.io import check_writable_target, write_text_atomic
 
@@ -141,10 +140,14 @@ def run_prepare(
     with PlanHandle(plan) as handle:
         step = advance("checking images", len(plan)) if plan.kind == "file" else None
         bad: list[tuple[int, str]] = []
+        far: list[int] = []
         if step is not None:
-            for start, found in map_blocks(partial(check_block, handle=handle), make_blocks(range(len(plan)), CHECK_BLOCK), workers):
+            for start, (found, outside) in map_blocks(partial(check_block, handle=handle), make_blocks(range(len(plan)), CHECK_BLOCK), workers):
                 bad.extend(found)
+                far.extend(outside)
                 step(min(CHECK_BLOCK, len(plan) - start))
+    if far:
+        plan.warnings.append(_far_warning(plan, far))
     if bad and not skip_bad:
         _raise_bad(plan, bad)
     if bad:
@@ -156,7 +159,7 @@ def run_prepare(
         raise ConfigError(f"{plan.source}: no usable image left to write.")
 
     provenance = dict(plan.provenance)
-    provenance.update(sizes=list(sizes), limit=limit, skip_bad=skip_bad)
+    provenance.update(sizes=list(sizes), limit=limit, skip_bad=skip_bad, landmarks_far_outside=len(far))
     provenance.update(_skip_provenance(skipped, report_path))
     writer = CacheWriter(
         out, num_samples=len(plan), sizes=sizes, attribute_names=plan.attribute_names, source=plan.source,
@@ -179,27 +182,25 @@ def run_prepare(
         fn = partial(decode_block, handle=handle, sizes=sizes, shared=shared)
         for start, res in map_blocks(fn, blocks, workers):
             n = len(res["windows"])
+            if res["bad"]:  # recorded before the block itself: a kill in between re-decodes the block
+                decode_bad.update(dict(res["bad"]))
+                write_text_atomic(sidecar, json.dumps(decode_bad))
             images, release = attach_block(res, sizes)
             try:
                 w.write(start, _batch(plan, start, n, res, images))
             finally:
                 release()
-            if res["bad"]:
-                decode_bad.update(dict(res["bad"]))
-                write_text_atomic(sidecar, json.dumps(decode_bad))
             step(n)
         if decode_bad and not skip_bad:
             w.keep_partial = False  # the issue's contract: an error leaves no cache, not even a partial one
             sidecar.unlink(missing_ok=True)
             _raise_bad(plan, sorted(decode_bad.items()))
-        uncompacted = out.with_name(out.name + ".uncompacted")
         if decode_bad:
-            w.path = uncompacted  # finalise beside the target: `out` only ever holds the compacted cache
+            rows = sorted(decode_bad)
+            skipped += [(plan.describe_image(i), decode_bad[i]) for i in rows]
+            w.drop_rows(rows)  # the finished cache holds only the rows that decoded
+            w.add_provenance(**_skip_provenance(skipped, report_path))
     sidecar.unlink(missing_ok=True)
-    if decode_bad:
-        rows = sorted(decode_bad)
-        skipped += [(plan.describe_image(i), decode_bad[i]) for i in rows]
-        _compact(uncompacted, out, np.setdiff1d(np.arange(len(plan)), rows), _skip_provenance(skipped, report_path))
     if skipped:
         lines = ["image\treason"] + [f"{img}\t{why}" for img, why in skipped]
         write_text_atomic(report_path, "\n".join(lines) + "\n")
@@ -220,6 +221,13 @@ def _batch(plan: Plan, start: int, n: int, res: dict[str, Any], images: dict[int
     return batch
 
 
+def _far_warning(plan: Plan, rows: Sequence[int]) -> str:
+    shown = ", ".join(plan.describe_image(i) for i in rows[:MAX_SHOWN])
+    more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
+    return (f"{len(rows)} image(s) have landmarks more than {LANDMARK_MARGIN:.0%} of the image's size outside it "
+            f"(swapped x/y columns, coordinates of another size or unit?); they are stored as given: {shown}{more}")
+
+
 def _raise_bad(plan: Plan, bad: Sequence[tuple[int, str]]) -> None:
     problems = Problems()
     for i, why in bad:
@@ -235,28 +243,6 @@ def _skip_provenance(skipped: list[tuple[str, str]], report_path: Path) -> dict[
         "skipped": [{"image": a, "reason": b} for a, b in skipped[:MAX_SKIPS_IN_PROVENANCE]],
         "skip_report": str(report_path),
     }
-
-
-def _compact(src: Path, dst: Path, keep: np.ndarray, provenance_update: dict[str, Any]) -> None:
-    """Copy the finished cache ``src`` to ``dst`` with only the rows ``keep`` (after late decode failures)."""
-    with h5py.File(src, "r") as f:
-        sizes = sorted(int(s) for s in f["images"])
-        provenance = json.loads(f.attrs.get("provenance", "{}"))
-        provenance.update(provenance_update)
-        writer = CacheWriter(
-            dst, num_samples=len(keep), sizes=sizes, attribute_names=json.loads(f.attrs["attribute_names"]),
-            source=str(f.attrs["source"]), provenance=provenance, force=True,
-        )
-        with writer as w:
-            for a in range(0, len(keep), 1024):
-                rows = keep[a:a + 1024]
-                batch: dict[str, Any] = {"images": {s: f[f"images/{s}"][rows] for s in sizes}}
-                for key in schema.LABELS:
-                    batch[key] = f[f"labels/{key}"][rows]
-                batch["split"] = f["split"][rows]
-                batch["image_ids"] = [x.decode() if isinstance(x, bytes) else x for x in f["image_ids"][rows]]
-                w.write(a, batch)
-    src.unlink()
 
 
 def split_by_group(groups: Sequence[Any], *, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:

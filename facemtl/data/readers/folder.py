@@ -17,7 +17,9 @@ anything else                          a binary attribute: 1/true/yes -> 1, 0/-1
                                        empty -> unknown
 =====================================  ==============================================================
 
-Empty cells are missing labels. Without a ``split`` column rows are split 80/10/10 at random
+Empty cells are missing labels. Image paths must stay inside ``--images``: an absolute path or one
+that climbs out with ``..`` is an error unless ``allow_outside_root`` (``--allow-outside-root``).
+Without a ``split`` column rows are split 80/10/10 at random
 (seeded), by identity when there is an ``identity`` column. Crop: ``center`` (the centred square of
 each image) or ``bbox`` (a square around the box, as CelebA's in-the-wild variant).
 """
@@ -25,6 +27,7 @@ each image) or ``bbox`` (a square around the box, as CelebA's in-the-wild varian
 from __future__ import annotations
 
 import csv
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,7 @@ def _lookup(name: str, table: tuple[str, ...]) -> int | None:
 
 def scan(
     problems: Problems, *, images: str | Path, labels: str | Path, seed: int = 0, crop: str = "center", margin: float = 0.15,
+    allow_outside_root: bool = False,
 ) -> Plan | None:
     """Read ``labels`` (CSV) and map its columns to tasks by name."""
     if crop not in ("center", "bbox"):
@@ -99,6 +103,11 @@ def scan(
             continue
         cell = {h: row[i].strip() for h, i in col.items()}
         ids.append(cell[image_col].replace("\\", "/"))
+        if not ids[-1]:
+            problems.add(labels, ln, f"empty {image_col} cell; give the image path relative to --images")
+        elif not allow_outside_root and _leaves_root(ids[-1]):
+            problems.add(labels, ln, f"image path '{ids[-1]}' leaves --images {images} (absolute or climbing out with ..); "
+                                     "move the image inside it, or pass --allow-outside-root to read it anyway")
         idents.append(cell.get("identity", ""))
         if cell.get("split"):
             s = SPLIT_NAMES.get(cell["split"].lower())
@@ -154,8 +163,15 @@ def scan(
         source="folder", attribute_names=attr_cols, image_ids=ids, images=[str(images / k) for k in ids], split=split,
         labels=labels_out, points=None if points is None else points.reshape(n, 5, 2), boxes=boxes, crops=crops,
         provenance={"dataset": "folder", "images": str(images.resolve()), "labels": str(labels.resolve()), "crop": crop,
-                    "margin": margin, "seed": seed, "columns": header, "attribute_columns": attr_cols},
+                    "allow_outside_root": allow_outside_root, "margin": margin, "seed": seed, "columns": header, "attribute_columns": attr_cols},
     )
+
+
+def _leaves_root(rel: str) -> bool:
+    """Whether a CSV path points outside the image folder: absolute (also ``C:/``), or ``..`` out of it."""
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return True
+    return posixpath.normpath(rel).split("/")[0] == ".."
 
 
 def _identities(values: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,16 +133,14 @@ def prepare_lfw_subset(out: str | os.PathLike, sizes: Sequence[int] = DEFAULT_SI
         "split": np.full(n, schema.SPLITS["test"], np.int8),
         "image_ids": [f"lfw_subset_{i:03d}" for i in range(n)],
     }
-    writer = CacheWriter(out, num_samples=n, sizes=sizes, attribute_names=[], source=SOURCE, provenance=provenance,
-                         force=force, compression="gzip")
-    # a unique partial file instead of the shared ``<out>.partial``: two evaluations preparing the
+    # a unique partial folder instead of the shared ``<out>.partial``: two evaluations preparing the
     # cache at once each write their own and rename a complete file onto ``out``
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    os.close(fd)
-    writer.tmp = Path(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    writer = CacheWriter(out, num_samples=n, sizes=sizes, attribute_names=[], source=SOURCE, provenance=provenance,
+                         force=force, compression="gzip", partial=tmp)
     try:
         with writer as w:
             w.write(0, batch)
     finally:
-        Path(tmp).unlink(missing_ok=True)  # only left there when the write failed
+        shutil.rmtree(tmp, ignore_errors=True)  # only left there when the write failed
     return out
