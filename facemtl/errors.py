@@ -47,3 +47,12 @@ class CheckpointError(FacemtlError):
 
 class TrainingDiverged(FacemtlError):
     """A loss became NaN or infinite; the message names the step and the task."""
+
+
+class WriteError(FacemtlError):
+    """A file that could not be written (disk full, quota, read-only or unwritable folder); nothing
+    half-written is left behind."""
+
+
+class InUseError(FacemtlError):
+    """A run folder or a cache that another live process is writing (see :mod:`facemtl.utils.lock`)."""

@@ -53,15 +53,12 @@ def ablate(
         "augment.preset": augment,
     }
     overrides.update(_parse_set(set_))
-    base = build_config(recipe, overrides=overrides)
+    # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)
+    base = build_config(recipe, overrides=overrides).validate()
     # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
     plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets,
                          weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
                          strategy_defaults={base.weighting.name: dict(base.weighting.options)})
-    if backbone is not None:  # another backbone: its own input size and options, not the recipe's
-        import dataclasses
-
-        base = dataclasses.replace(base, model=dataclasses.replace(base.model, input_size=None, options={}))
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"Invalid split '{split}'. Use train, val, test or all.")
     check_tasks(base, plan.tasks)  # before anything else: every task must have labels in the cache
@@ -82,7 +79,10 @@ def ablate(
             tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 
-    result = run_ablation(plan, base, out, split=split, progress=progress)
+    from facemtl.utils.lock import PathLock
+
+    with PathLock(out / ".lock", what="ablation folder", target=out, hint="choose another --out"):  # each run is locked too
+        result = run_ablation(plan, base, out, split=split, progress=progress)
     _print_table(result.table)
     console.print(f"{result.trained} runs trained, {result.skipped} finished earlier, {time.perf_counter() - t0:.0f} s; "
                   f"report: [bold]{out}[/] (ablation.csv, ablation.md, plots)")

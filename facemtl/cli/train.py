@@ -38,12 +38,10 @@ def build_config(
     recipe: str, *, resume_dir: Path | None = None, overrides: dict[str, Any] | None = None,
 ):
     """Recipe (or the saved config of a run being resumed) + CLI overrides."""
-    from facemtl.engine.config import RunConfig, apply_overrides, load_recipe
+    from facemtl.engine.config import apply_overrides, load_config_file, load_recipe
 
     if resume_dir is not None and (resume_dir / "config.toml").exists():
-        import tomllib
-
-        cfg = RunConfig.from_dict(tomllib.loads((resume_dir / "config.toml").read_text()), str(resume_dir / "config.toml"))
+        cfg = load_config_file(resume_dir / "config.toml", "run configuration")
     else:
         cfg = load_recipe(recipe)
     return apply_overrides(cfg, overrides or {})
@@ -158,11 +156,8 @@ def train(
     if weighting is not None and weighting_args is None:
         overrides["weighting.options"] = {}
     overrides.update(_parse_set(set_))
-    cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides)
-    if backbone is not None and input_size is None:  # another backbone: its own input size, not the recipe's
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=None, options={}))
+    # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)
+    cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides).validate()
     cb = RichCallbacks()
     try:
         result = run_training(cfg, resume=resume, force=force, callbacks=cb)

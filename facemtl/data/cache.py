@@ -26,6 +26,7 @@ from facemtl import __version__
 from facemtl.data import schema
 from facemtl.errors import ConfigError, DataFormatError, MissingFileError
 from facemtl.utils.io import check_writable_target
+from facemtl.utils.lock import cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ class CacheWriter:
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "CacheWriter":
         check_writable_target(self.path, force=self.force, what="cache")
+        # one writer per shared <out>.partial: InUseError names the other (a writer given a unique
+        # temporary file, as lfw_subset's, needs no lock)
+        self._lock = cache_lock(self.path).acquire() if self.tmp == partial_path(self.path) else None
+        try:
+            return self._open()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _open(self) -> "CacheWriter":
+        check_writable_target(self.path, force=self.force, what="cache")  # again, under the lock
         if self.tmp.exists() and self.resume:
             f = self._try_reopen()
             if f is not None:
@@ -144,6 +157,13 @@ class CacheWriter:
             f.create_dataset("scenes/_done", shape=(m,), dtype="bool", fillvalue=False)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._close(exc_type)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _close(self, exc_type) -> None:
         f, self._f = self._f, None
         if f is None:
             return
