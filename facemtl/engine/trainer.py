@@ -463,8 +463,12 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             except KeyboardInterrupt:
                 stop.__exit__()
                 if in_step:  # a second signal inside a step: its state is half-updated, keep the last checkpoint
-                    log.warning("stopped inside a step at epoch %d, batch %d; %s was left as it was. Resume with: "
-                                "facemtl train --resume --out %s", epoch + 1, done_in_epoch + 1, last, run_dir)
+                    if last.exists():
+                        log.warning("stopped inside a step at epoch %d, batch %d; %s was left as it was. Resume with: "
+                                    "facemtl train --resume --out %s", epoch + 1, done_in_epoch + 1, last, run_dir)
+                    else:
+                        log.warning("stopped inside a step at epoch %d, batch %d, before the first checkpoint; "
+                                    "nothing to resume", epoch + 1, done_in_epoch + 1)
                     raise
                 checkpoint(last, epoch, done_in_epoch, {"sums": sums, "wsums": wsums, "nsteps": nsteps})
                 if dist_info.is_main:
