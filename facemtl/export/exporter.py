@@ -208,13 +208,20 @@ def export_model(
     except OSError as e:
         if isinstance(e, FacemtlError):
             raise
-        raise write_error(e, writing) from None
+        _remove(tmps)  # first, so the message counts the space they held as free
+        size = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+        raise write_error(e, writing, size_hint=size) from None  # every file together
     finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _remove(tmps)
     meta.path = meta_file
     return ExportResult([u.path for u in units], meta_file, report, meta)
+
+
+def _remove(tmps: dict[Path, Path]) -> None:
+    for tmp in tmps.values():
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    tmps.clear()
 
 
 def _runner(fmt: str, path: Path, unit: _Unit, precision: str) -> Any:
