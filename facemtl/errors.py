@@ -71,5 +71,14 @@ class TrainingDiverged(FacemtlError):
     """A loss became NaN or infinite; the message names the step and the task."""
 
 
-class DiskFullError(FacemtlError, OSError):
+class WriteError(FacemtlError):
+    """A file that could not be written (disk full, quota, read-only or unwritable folder); nothing
+    half-written is left behind."""
+
+
+class InUseError(FacemtlError):
+    """A run folder or a cache that another live process is writing (see :mod:`facemtl.utils.lock`)."""
+
+
+class DiskFullError(WriteError, OSError):
     """No space left where a file was being written; the message names the path and the space needed."""

@@ -56,7 +56,8 @@ def ablate(
         "augment.preset": augment,
     }
     overrides.update(_parse_set(set_))
-    base = build_config(recipe, overrides=overrides)
+    # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)
+    base = build_config(recipe, overrides=overrides).validate()
     if data is not None:
         check_data_option(data, build_config(recipe).data.path)
     # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
@@ -64,10 +65,6 @@ def ablate(
                          weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
                          strategy_defaults={base.weighting.name: dict(base.weighting.options)},
                          architectures=parse_name_list(architecture) or [base.model.architecture], backbone=base.model.backbone)
-    if backbone is not None:  # another backbone: its own input size and options, not the recipe's
-        import dataclasses
-
-        base = dataclasses.replace(base, model=dataclasses.replace(base.model, input_size=None, options={}))
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"Invalid split '{split}'. Use train, val, test or all.")
     check_tasks(base, plan.tasks)  # before anything else: every task must have labels in the cache
@@ -88,10 +85,13 @@ def ablate(
             tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 
+    from facemtl.utils.lock import PathLock
+
     trainer_log = logging.getLogger("facemtl.engine.trainer")
     trainer_log.addFilter(_ablate_resume_hint)
     try:
-        result = run_ablation(plan, base, out, split=split, progress=progress)
+        with PathLock(out / ".lock", what="ablation folder", target=out, hint="choose another --out"):  # each run is locked too
+            result = run_ablation(plan, base, out, split=split, progress=progress)
     except KeyboardInterrupt:
         err_console.print("to continue, rerun the same [cyan]facemtl ablate[/] command: finished runs are skipped "
                           "and the interrupted run resumes from its last.pt", highlight=False)

@@ -39,12 +39,10 @@ def build_config(
     recipe: str, *, resume_dir: Path | None = None, overrides: dict[str, Any] | None = None,
 ):
     """Recipe (or the saved config of a run being resumed) + CLI overrides."""
-    from facemtl.engine.config import RunConfig, apply_overrides, load_recipe
+    from facemtl.engine.config import apply_overrides, load_config_file, load_recipe
 
     if resume_dir is not None and (resume_dir / "config.toml").exists():
-        import tomllib
-
-        cfg = RunConfig.from_dict(tomllib.loads((resume_dir / "config.toml").read_text()), str(resume_dir / "config.toml"))
+        cfg = load_config_file(resume_dir / "config.toml", "run configuration")
     else:
         cfg = load_recipe(recipe)
     return apply_overrides(cfg, overrides or {})
@@ -181,13 +179,10 @@ def train(
     if weighting is not None and weighting_args is None:
         overrides["weighting.options"] = {}
     overrides.update(_parse_set(set_))
-    cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides)
+    # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)
+    cfg = build_config(recipe, resume_dir=out if resume else None, overrides=overrides).validate()
     if data is not None:  # a mistyped --data must not be rendered into (only the recipe's own cache is)
         check_data_option(data, build_config(recipe, resume_dir=out if resume else None).data.path)
-    if backbone is not None and input_size is None:  # another backbone: its own input size, not the recipe's
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=None, options={}))
     check_model(cfg)
     announce_synthetic_render(cfg)  # the expected duration before a long render
     cb = RichCallbacks()

@@ -37,6 +37,7 @@ from facemtl import __version__
 from facemtl.data import schema
 from facemtl.errors import ConfigError, DataFormatError, DiskFullError, MissingFileError
 from facemtl.utils.io import check_writable_target
+from facemtl.utils.lock import cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,22 @@ class CacheWriter:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "CacheWriter":
-        check_writable_target(self.path, force=self.force, what="cache")
+        # one writer per shared <out>.partial: InUseError names the other (a writer given a unique
+        # temporary folder, as lfw_subset's, needs no lock)
+        self._lock = cache_lock(self.path).acquire() if self.tmp == partial_path(self.path) else None
+        try:
+            return self._start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def _start(self) -> "CacheWriter":
+        check_writable_target(self.path, force=self.force, what="cache")  # again, under the lock
         if not (self.resume and self._reopen()):
             self._clear()
             self._check_space()
@@ -225,6 +241,12 @@ class CacheWriter:
             )
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self._release()
+
+    def _finish(self, exc_type, exc) -> None:
         if not self._open:
             return
         self._open = False

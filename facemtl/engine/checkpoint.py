@@ -4,12 +4,14 @@ Keys: ``format`` ("facemtl-checkpoint"), ``version``, ``facemtl_version``, ``con
 resolved :class:`RunConfig` as a dict), ``config_digest``, ``data_info``, ``model``
 (state dict, identity centres included), ``weighting``, ``optimizer``, ``scheduler_step``,
 ``scaler``, ``epoch`` (epochs finished), ``step``, ``batches_done`` (inside an interrupted
-epoch), ``rng``, ``best``, ``bad_epochs``, ``history``.
+epoch), ``rng``, ``best``, ``bad_epochs``, ``history``, ``data_path`` (the training cache,
+absolute) and ``cwd`` (the folder training ran in; both absent before 0.2).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,44 @@ VERSION = 1
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     state = {"format": FORMAT, "version": VERSION, "facemtl_version": __version__, **state}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # through a Python file: a full disk raises OSError(ENOSPC), not a C++ RuntimeError
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def training_cache(state: dict[str, Any], run_dir: str | Path | None = None) -> str:
+    """The cache a checkpoint was trained on, found from any working folder.
+
+    Tried in order: the absolute path recorded at training time, the path as given (relative to
+    the current folder), and, for checkpoints that predate the record, the path relative to the
+    folder training ran in, worked out from the run folder and its ``out`` setting. When none
+    exists the recorded (or given) path is returned, for the caller's "does not exist" message.
+    """
+    given = Path(state["config"]["data"]["path"])
+    candidates = [Path(state["data_path"])] if state.get("data_path") else []
+    candidates.append(given)
+    if not given.is_absolute():
+        if state.get("cwd"):
+            candidates.append(Path(state["cwd"]) / given)
+        out = state["config"].get("out") or f"runs/{state['config'].get('name', 'default')}"
+        if run_dir is not None and not Path(out).is_absolute():
+            run_abs = Path(os.path.abspath(run_dir)).parts
+            depth = len(Path(out).parts)
+            if len(run_abs) > depth and Path(*run_abs[-depth:]) == Path(out):
+                candidates.append(Path(*run_abs[:-depth]) / given)
+    for p in candidates:
+        if p.exists():
+            return str(p)
+    return str(candidates[0])
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:

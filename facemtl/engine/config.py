@@ -4,6 +4,15 @@ Recipes are TOML files with the same sections (``[data]``, ``[model]``, ``[tasks
 ``[weighting]``, ``[train]``, ``[augment]``) plus top-level ``name``, ``description``, ``paper`` and
 ``written_for``. CLI flags override recipe values through :func:`apply_overrides` with dotted
 keys (``train.epochs=3``). The resolved configuration is written into every run folder.
+
+Rules that join settings live here, once, for the CLI and the Python API alike:
+
+- another backbone (``model.backbone`` overridden with a name other than the recipe's) drops the
+  recipe's ``model.input_size`` and ``model.options``, which were chosen for the recipe's
+  backbone; overrides of those two keys in the same call apply on top
+  (``--backbone small --set model.options.width=8`` keeps the width);
+- :meth:`RunConfig.validate` checks value ranges (``train.epochs >= 1``...), which
+  :func:`facemtl.engine.trainer.train` runs before it writes anything.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -119,6 +129,51 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
 
+    def validate(self) -> "RunConfig":
+        """Raise :class:`ConfigError` for a value out of its range (the first one found); returns self."""
+        from facemtl.engine.schedules import SCHEDULES
+
+        t, d = self.train, self.data
+        checks = [  # (setting, value, holds, what it must be)
+            ("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
+            ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
+            ("train.lr", t.lr, math.isfinite(t.lr) and t.lr > 0, "a positive number"),
+            ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, "0 or more"),
+            ("train.momentum", t.momentum, 0 <= t.momentum < 1, "in [0, 1)"),
+            ("train.step_size", t.step_size, t.step_size >= 1, "at least 1"),
+            ("train.gamma", t.gamma, math.isfinite(t.gamma) and t.gamma > 0, "a positive number"),
+            ("train.warmup_steps", t.warmup_steps, t.warmup_steps >= 0, "0 or more"),
+            ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip >= 0, "0 (off) or more"),
+            ("train.patience", t.patience, t.patience >= 0, "0 (off) or more"),
+            ("train.seed", t.seed, 0 <= t.seed < 2**32 - 1024, "between 0 and 2**32 - 1024"),  # + rank, + offsets
+            ("train.max_steps_per_epoch", t.max_steps_per_epoch, t.max_steps_per_epoch >= 0, "0 (whole epoch) or more"),
+            ("train.val_batches", t.val_batches, t.val_batches >= 0, "0 (whole split) or more"),
+            ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
+            ("data.synthetic_images", d.synthetic_images, d.synthetic_images >= 1, "at least 1"),
+            ("data.synthetic_identities", d.synthetic_identities, d.synthetic_identities >= 1, "at least 1"),
+            ("model.input_size", self.model.input_size, self.model.input_size is None or self.model.input_size >= 1,
+             "a positive number of pixels"),
+        ]
+        for key, value, ok, must in checks:
+            if not ok:
+                flag = _FLAGS.get(key)
+                raise ConfigError(f"{key}{f' ({flag})' if flag else ''} must be {must}, got {value!r}.")
+        if t.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"Invalid optimizer '{t.optimizer}'. Only adamw and sgd are supported.")
+        if t.schedule not in SCHEDULES:
+            raise UnknownNameError("schedule", t.schedule, SCHEDULES)
+        if t.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"Invalid amp '{t.amp}'. Use auto, bf16, fp16 or off.")
+        return self
+
+
+#: the CLI flag of a setting, named in range errors
+_FLAGS = {
+    "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
+    "train.grad_clip": "--grad-clip", "train.seed": "--seed", "train.max_steps_per_epoch": "--max-steps",
+    "data.num_workers": "--workers", "model.input_size": "--input-size",
+}
+
 
 _SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "tasks": TasksConfig, "weighting": WeightingConfig, "train": TrainConfig,
@@ -170,8 +225,14 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
 
 # -- overrides --------------------------------------------------------------------------------
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Return ``cfg`` with dotted-key overrides applied (``{"train.epochs": 3, "name": "x"}``); None values are skipped."""
+    """Return ``cfg`` with dotted-key overrides applied (``{"train.epochs": 3, "name": "x"}``); None values are skipped.
+
+    Another backbone first drops the recipe's ``model.input_size`` and ``model.options`` (module
+    docstring); the overrides then apply in order, so those given here are kept."""
     d = cfg.to_dict()
+    backbone = overrides.get("model.backbone")
+    if backbone is not None and backbone != cfg.model.backbone:  # the recipe's size and options suit its own backbone
+        d["model"]["input_size"], d["model"]["options"] = None, {}
     for key, value in overrides.items():
         if value is None:
             continue
@@ -199,20 +260,40 @@ def load_recipe(name_or_path: str) -> RunConfig:
     """A packaged recipe by name (``tcdcn``) or a TOML file path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        if not path.exists():
-            raise MissingFileError(f"recipe file {path} does not exist.")
-        text = path.read_text(encoding="utf-8")
-        where = str(path)
-    else:
-        if name_or_path not in recipe_names():
-            raise UnknownNameError("recipe", name_or_path, recipe_names())
-        text = (resources.files("facemtl") / "recipes" / f"{name_or_path}.toml").read_text(encoding="utf-8")
-        where = f"recipe '{name_or_path}'"
+        return load_config_file(path, "recipe file")
+    if name_or_path not in recipe_names():
+        raise UnknownNameError("recipe", name_or_path, recipe_names())
+    data = (resources.files("facemtl") / "recipes" / f"{name_or_path}.toml").read_bytes()
+    where = f"recipe '{name_or_path}'"
+    return RunConfig.from_dict(_parse_toml(data, where), where)
+
+
+def load_config_file(path: str | Path, what: str = "configuration") -> RunConfig:
+    """A :class:`RunConfig` from a TOML file (a recipe, or a run folder's ``config.toml``), with
+    errors naming the file and, for text that is not UTF-8 or not TOML, the line."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{what} {path} does not exist.")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a .toml file.")
     try:
-        d = tomllib.loads(text)
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}.") from None
+    return RunConfig.from_dict(_parse_toml(data, f"{what} {path}"), str(path))
+
+
+def _parse_toml(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{where} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                          "save it as UTF-8 (a TOML file must be).") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{where} is not valid TOML: {e}.") from None
-    return RunConfig.from_dict(d, where)
+        raise ConfigError(f"{where} is not valid TOML: {e}; fix that line.") from None
 
 
 def to_toml(cfg: RunConfig) -> str:

@@ -15,6 +15,13 @@ One step::
 
 The library reports progress through :class:`Callbacks` (the CLI draws rich progress bars) and
 the ``logging`` module; it never prints.
+
+A run folder belongs to one process at a time (``RUN/.lock``, :mod:`facemtl.utils.lock`).
+``last.pt`` is the run's record: at the end of an epoch it is written first, then ``best.pt``
+(a copy of it when the epoch improved), ``metrics.csv`` and ``weights.csv``; a resume rebuilds
+the last three from ``last.pt``, so a kill between any two writes leaves nothing inconsistent.
+Ctrl-C (or SIGTERM) is deferred to the end of the current step, so ``last.pt`` never holds a
+half-done step (BatchNorm statistics of a forward pass whose update was not applied).
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ import csv
 import io
 import logging
 import math
+import os
+import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +53,8 @@ from facemtl.engine.config import RunConfig, to_toml
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged
 from facemtl.utils.device import pick_device
-from facemtl.utils.io import write_text_atomic
+from facemtl.utils.io import atomic_path, remove_stale_temp_files, write_text_atomic
+from facemtl.utils.lock import run_lock
 from facemtl.utils.seed import rng_state, set_rng_state, setup_seed
 
 log = logging.getLogger(__name__)
@@ -186,6 +198,53 @@ def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: 
     return mean_losses, metrics
 
 
+#: files train() writes into a run folder (their stale temporary files are removed on the next run)
+RUN_FILES = ["last.pt", "best.pt", "config.toml", "metrics.csv", "weights.csv"]
+
+
+class _DeferredStop:
+    """SIGINT / SIGTERM during training ask the loop to stop at the next step boundary, so a
+    checkpoint never holds half a step; a second signal stops at once (nothing is saved then)."""
+
+    def __init__(self, signals: tuple[int, ...]) -> None:
+        self.signals, self.requested = signals, False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferredStop":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in self.signals:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after the current step (%s); send it again to stop at once without saving",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def _repair_run_folder(run_dir: Path, last: Path, state: dict[str, Any]) -> None:
+    """Make ``best.pt``, ``metrics.csv`` and ``weights.csv`` agree with ``last.pt`` (the record),
+    whatever write a kill cut short."""
+    if state.get("history"):
+        write_text_atomic(run_dir / "metrics.csv", _csv(state["history"]))
+    if state.get("weight_log"):
+        write_text_atomic(run_dir / "weights.csv", _csv(state["weight_log"]))
+    if state.get("batches_done", 0) == 0 and state["epoch"] > 0 and state["best_epoch"] == state["epoch"]:
+        _copy_atomic(last, run_dir / "best.pt")  # last.pt of the best epoch is best.pt, byte for byte
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    with atomic_path(dst, size_hint=src.stat().st_size) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     keys: list[str] = []
     for r in rows:
@@ -205,11 +264,21 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
     from facemtl.weighting import build_weighting
     from facemtl.weighting.base import StepContext
 
+    cfg.validate()  # option ranges, before anything is written
     cb = callbacks or Callbacks()
     t0 = time.perf_counter()
     dist_info = distributed.setup(cfg.train.device)
+    run_dir = cfg.run_dir()
+    created = not run_dir.exists()
+    lock = run_lock(run_dir) if dist_info.is_main else None
+    # SIGTERM too (a scheduler's preemption), but not under torchrun, which ends its ranks with it
+    stop = _DeferredStop((signal.SIGINT,) if dist_info.enabled else (signal.SIGINT, signal.SIGTERM))
     try:
-        run_dir = cfg.run_dir()
+        if lock is not None:
+            lock.acquire()  # InUseError naming the other process
+            stale = remove_stale_temp_files(run_dir, RUN_FILES)
+            if stale:
+                log.info("removed %d temporary file(s) left in %s by an interrupted run", len(stale), run_dir)
         last = run_dir / "last.pt"
         if dist_info.is_main and last.exists() and not (resume or force):
             raise ConfigError(f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it, --force to start over, or --out for a new run.")
@@ -282,6 +351,8 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
             set_rng_state(state["rng"])
             partial_epoch = state.get("partial_epoch") or {}  # None after a completed epoch
+            if dist_info.is_main:
+                _repair_run_folder(run_dir, last, state)
             log.info("resumed %s at epoch %d, batch %d", last, start_epoch + 1, skip_batches)
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,12 +368,15 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_done, "step": step,
                 "batches_done": batches_done, "rng": rng_state(), "best": best, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history, "weight_log": weight_log, "partial_epoch": partial,
+                # the cache as given and where it was then, so evaluate finds it from another folder
+                "data_path": str(Path(cfg.data.path).absolute()), "cwd": os.getcwd(),
             })
 
         cb.on_train_start(epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch, tasks=task_names, run_dir=run_dir)
         stopped_early = False
         images_seen, wait_time, step_time = 0, 0.0, 0.0
         model.train()
+        stop.__enter__()
         for epoch in range(start_epoch, tcfg.epochs):
             train_loader.set_epoch(epoch)
             ep_t0 = time.perf_counter()
@@ -313,9 +387,12 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             partial_epoch = {}
             bi = 0
             done_in_epoch = skip_batches
+            in_step = False  # True while the model, strategy or optimizer hold half a step
             try:
                 it = iter(train_loader)
                 while bi < steps_per_epoch:
+                    if stop.requested:
+                        raise KeyboardInterrupt
                     tw = time.perf_counter()
                     try:
                         batch = next(it)
@@ -331,6 +408,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                     for g in optimizer.param_groups:
                         g["lr"] = tcfg.lr * mult
                     batch = to_device(batch, device)
+                    in_step = True
                     optimizer.zero_grad(set_to_none=True)
                     # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
                     loss_scale = scaler.scale(torch.ones((), device=device)) if scaler is not None else 1.0
@@ -345,8 +423,10 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                         ctx = StepContext.build(feats, shared_params, grad_mode, step=step, epoch=epoch, loss_scale=loss_scale)
                         outputs = model.forward_heads(ctx.head_inputs)
                         losses = task_losses(tasks, outputs, batch, model.criteria, active)
-                    if not losses:
+                    if not losses:  # the forward pass still updated BatchNorm statistics: a step like any other
                         bi += 1
+                        done_in_epoch = bi
+                        in_step = False
                         continue
                     values = torch.stack([l.detach() for l in losses.values()]).tolist()  # the step's one host sync
                     for name, v in zip(losses, values):
@@ -379,8 +459,18 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                     step += 1
                     bi += 1
                     done_in_epoch = bi
+                    in_step = False
                     cb.on_step(epoch=epoch, step=bi, losses=step_losses, weights={k: float(v) for k, v in weights.items()})
             except KeyboardInterrupt:
+                stop.__exit__()
+                if in_step:  # a second signal inside a step: its state is half-updated, keep the last checkpoint
+                    if last.exists():
+                        log.warning("stopped inside a step at epoch %d, batch %d; %s was left as it was. Resume with: "
+                                    "facemtl train --resume --out %s", epoch + 1, done_in_epoch + 1, last, run_dir)
+                    else:
+                        log.warning("stopped inside a step at epoch %d, batch %d, before the first checkpoint; "
+                                    "nothing to resume", epoch + 1, done_in_epoch + 1)
+                    raise
                 checkpoint(last, epoch, done_in_epoch, {"sums": sums, "wsums": wsums, "nsteps": nsteps})
                 if dist_info.is_main:
                     write_text_atomic(run_dir / "weights.csv", _csv(weight_log))
@@ -411,9 +501,10 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                 best, best_epoch, bad_epochs = val_total, epoch + 1, 0
             else:
                 bad_epochs += 1
+            # last.pt first: it is the record the other files are rebuilt from on resume
             checkpoint(last, epoch + 1, 0)
             if improved and dist_info.is_main:
-                checkpoint(run_dir / "best.pt", epoch + 1, 0)
+                _copy_atomic(last, run_dir / "best.pt")
             if dist_info.is_main:
                 write_text_atomic(run_dir / "metrics.csv", _csv(history))
                 write_text_atomic(run_dir / "weights.csv", _csv(weight_log))
@@ -426,6 +517,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
                 log.info("early stopping after epoch %d: validation loss has not improved for %d epochs", epoch + 1, bad_epochs)
                 stopped_early = True
                 break
+        stop.__exit__()
 
         cb.on_train_end(model=model, strategy=strategy)
         # -- final report: best checkpoint on val and test --
@@ -448,6 +540,11 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             data_wait_fraction=wait_time / max(step_time + wait_time, 1e-9),
         )
     finally:
+        stop.__exit__()
+        if lock is not None and lock.held:
+            lock.release()
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
         distributed.teardown()
 
 

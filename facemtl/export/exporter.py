@@ -8,6 +8,9 @@ Order of work, so that a failed export leaves nothing half-written and deletes n
 3. on success write the metadata and rename everything into place; on failure (or any error)
    delete the temporary files and raise :class:`~facemtl.export.parity.ParityError`.
 
+A full disk (or an unwritable folder) at any step ends in one :class:`~facemtl.errors.WriteError`
+naming the file, with the same clean-up. Written files get ``0666`` less the umask.
+
 MCFA's cascade is exported as three files, one per sub-network (``model.s_net.onnx``,
 ``model.m_net.onnx``, ``model.l_net.onnx``) with one metadata file ``model.onnx.json`` whose
 ``cascade`` entry says how they chain (see ``docs/deploy.md``)::
@@ -32,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from facemtl.errors import ConfigError
+from facemtl.errors import ConfigError, FacemtlError
 from facemtl.export.metadata import ModelMetadata, describe_model, metadata_path
 from facemtl.export.onnx import DEFAULT_OPSET, OnnxRunner, export_onnx
 from facemtl.export.parity import DEFAULT_TOLERANCE, ParityReport, compare_outputs, random_images
 from facemtl.export.torchscript import TorchScriptRunner, export_torchscript
+from facemtl.utils.io import current_umask, write_error
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +149,10 @@ def export_model(
         out = out.with_name(out.name + suffix) if out.suffix in ("", ".") else out.with_suffix(suffix)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file path such as {out / ('model' + suffix)}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(e, out) from None
     precision = "float16" if half else "float32"
     tol = float(tolerance) if tolerance is not None else DEFAULT_TOLERANCE[precision]
     model.eval()
@@ -161,11 +168,13 @@ def export_model(
     if len(units) > 1:
         meta.cascade = _cascade_entry(meta, units, tasks)
     tmps: dict[Path, Path] = {}
+    writing = out  # the file being written, for a WriteError
     try:
         # 1. export to temporary files (example batch 2 when dynamic, so nothing specialises on 1)
         ex = random_images([u.size for u in units], 2 if dynamic_batch else batch_size, seed=0)
         ex_ref = _reference(model, ref_units, ex)
         for i, u in enumerate(units):
+            writing = u.path
             fd, name = tempfile.mkstemp(prefix=f".{u.path.name}.", suffix=".tmp", dir=u.path.parent)
             os.close(fd)
             tmps[u.path] = Path(name)
@@ -185,27 +194,34 @@ def export_model(
         report.raise_if_failed(f"the exported {fmt} model")
         meta.parity = report.to_dict()
         # 3. metadata, then rename everything into place
+        writing = meta_file
         fd, name = tempfile.mkstemp(prefix=f".{meta_file.name}.", suffix=".tmp", dir=meta_file.parent)
         os.close(fd)
         tmps[meta_file] = Path(name)
         tmps[meta_file].write_text(meta.to_json(), encoding="utf-8")
-        mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give them the usual permissions
+        mode = 0o666 & ~current_umask()  # mkstemp makes 0600 files; give them the usual permissions
         for final, tmp in tmps.items():
+            writing = final
             os.chmod(tmp, mode)
             os.replace(tmp, final)
         tmps.clear()
+    except OSError as e:
+        if isinstance(e, FacemtlError):
+            raise
+        _remove(tmps)  # first, so the message counts the space they held as free
+        size = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+        raise write_error(e, writing, size_hint=size) from None  # every file together
     finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _remove(tmps)
     meta.path = meta_file
     return ExportResult([u.path for u in units], meta_file, report, meta)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _remove(tmps: dict[Path, Path]) -> None:
+    for tmp in tmps.values():
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    tmps.clear()
 
 
 def _runner(fmt: str, path: Path, unit: _Unit, precision: str) -> Any:

@@ -28,7 +28,8 @@ def export_torchscript(module: Any, example: Sequence[Any], path: str | Path, *,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about dict outputs
         traced = torch.jit.trace(module, tuple(example), strict=False, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: metadata_json})
+        with open(path, "wb") as f:  # a Python file: a full disk raises OSError(ENOSPC), not a C++ RuntimeError
+            torch.jit.save(traced, f, _extra_files={EXTRA_FILE: metadata_json})
 
 
 class TorchScriptRunner:

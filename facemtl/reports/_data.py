@@ -63,6 +63,8 @@ def resolve_dataset(dataset: str | None, data: str | os.PathLike | None, default
             prep = "synthetic" if dataset == "synthetic" else f"{dataset} --root <folder>"
             hint = (f" Prepare it with `facemtl prepare {prep} --out {path}`, set FACEMTL_DATA to the folder "
                     "holding it, or pass --data PATH.h5.")
+        elif data is None and dataset is None:
+            hint = " Pass --data PATH.h5 to name the cache (it may have moved), or --dataset NAME."
         raise MissingFileError(f"cache {path} ({why}) does not exist.{hint}")
     return path
 

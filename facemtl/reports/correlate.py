@@ -232,7 +232,7 @@ def correlate(
     space: str = "params", device: str = "auto", top: int = 10, all_labels: bool = False,
 ) -> CorrelateResult:
     """Write head-weight, label and gradient correlation matrices, heatmaps and the strongest pairs."""
-    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_cache
     from facemtl.reports.evaluate import run_folder_of
     from facemtl.utils.device import pick_device
 
@@ -247,7 +247,7 @@ def correlate(
     model, tasks, cfg, info = build_from_checkpoint(state)
     if len(tasks) < 2:
         raise ConfigError(f"{source} has one task ({tasks[0].name}); correlations need a multi-task model.")
-    path = resolve_dataset(dataset, data, cfg.data.path)
+    path = resolve_dataset(dataset, data, training_cache(state, source if source.is_dir() else source.parent))
     cache = FaceCache(path)
     adapter = LabelAdapter.build(info.attribute_names, cache)
     labelled, no_labels = label_check(tasks, cache, split, adapter)

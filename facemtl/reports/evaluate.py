@@ -98,7 +98,7 @@ def evaluate(
     checkpoint; MissingFileError / UnknownNameError for the data; ConfigError when the split has
     no labels for any of the model's tasks.
     """
-    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_cache
     from facemtl.utils.device import pick_device
 
     source = Path(source)
@@ -107,7 +107,8 @@ def evaluate(
     run_dir = run_folder_of(source)
     if dataset == LFW_SUBSET and data is None:
         require_detection(tasks, source)  # before preparing the cache it would be refused on
-    path = resolve_dataset(dataset, data, cfg.data.path)
+    trained_on = training_cache(state, source if source.is_dir() else source.parent)
+    path = resolve_dataset(dataset, data, trained_on)
     cache = FaceCache(path)
     real_check = cache.source == LFW_SUBSET
     if real_check:
@@ -118,7 +119,7 @@ def evaluate(
         skipped = {name: lfw_subset_skip_reason(next(t for t in tasks if t.name == name)) for name in skipped}
     if out is None:
         base = run_dir if run_dir is not None else source.with_suffix("")
-        same = Path(cfg.data.path).resolve() == path.resolve()
+        same = Path(trained_on).resolve() == path.resolve()
         out = (base / f"eval-{split}") if same else (base / f"eval-{safe_name(path.stem)}-{split}")
     out = Path(out)
 

@@ -67,3 +67,54 @@ def test_schedules():
     with pytest.raises(UnknownNameError):
         lr_multiplier("linear", epoch=0, step=0, total_steps=1)
     assert math.isclose(lr_multiplier("seed004", epoch=0, step=0, **kw), 1.0)
+
+
+# -- another backbone, in the config layer (issue 14 item 14) --------------------------------------------
+def test_another_backbone_drops_the_recipes_model_settings_before_the_overrides():
+    tcdcn = load_recipe("tcdcn")
+    assert tcdcn.model.options and tcdcn.model.input_size  # the recipe's, chosen for its tcdcn backbone
+    cfg = apply_overrides(tcdcn, {"model.backbone": "small", "model.options.width": 8})
+    assert cfg.model.options == {"width": 8} and cfg.model.input_size is None  # --set kept, recipe's dropped
+    cfg = apply_overrides(tcdcn, {"model.backbone": "small", "model.input_size": 48})
+    assert cfg.model.input_size == 48 and cfg.model.options == {}
+    same = apply_overrides(tcdcn, {"model.backbone": "tcdcn"})  # the recipe's own backbone keeps its settings
+    assert same.model == tcdcn.model
+
+
+def test_cli_backbone_and_set_reach_the_config():
+    from facemtl.cli.train import _parse_set, build_config
+
+    cfg = build_config("tcdcn", overrides={"model.backbone": "small", **_parse_set(["model.options.width=8"])})
+    assert cfg.model.options == {"width": 8}
+
+
+# -- damaged recipe and run configuration files (issue 14 item 8) ----------------------------------------
+@pytest.mark.parametrize("content, match", [
+    (b'name = "x"\n[train]\nepochs = 3\nlr = = 2\n', r"r\.toml is not valid TOML: .*line 4"),
+    (b'name = "x"\n# caf\xe9\n', r"r\.toml is not UTF-8 text \(byte 0xe9 on line 2\)"),
+    (b'[train]\nepochs = "many"\n', r"r\.toml \[train\]: 'epochs' must be int"),
+])
+def test_damaged_recipe_names_file_and_line(tmp_path, content, match):
+    p = tmp_path / "r.toml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=match):
+        load_recipe(str(p))
+
+
+def test_recipe_that_is_a_folder(tmp_path):
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_recipe(str(tmp_path / "d.toml"))
+
+
+def test_resume_with_a_corrupt_config_toml_is_one_clear_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from facemtl.cli.main import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_bytes(b'name = "x"\n[model\nbackbone = "small"\n')
+    r = CliRunner().invoke(app, ["train", "--resume", "--out", str(run)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "config.toml is not valid TOML" in r.output and "line 2" in r.output
