@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import re
 import shlex
 import shutil
@@ -146,13 +148,13 @@ def test_ablate_interrupt_says_rerun_ablate(tmp_path, base, monkeypatch):
 
     real, calls = trainer.task_losses, []
 
-    def interrupt_second_step(*a, **kw):
+    def interrupt_first_step(*a, **kw):  # Ctrl-C during the first of two steps: the loop stops after it
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
         return real(*a, **kw)
 
-    monkeypatch.setattr(trainer, "task_losses", interrupt_second_step)
+    monkeypatch.setattr(trainer, "task_losses", interrupt_first_step)
     tiny = _tiny(synth_cache(base))
     del tiny[tiny.index("--input-size"):tiny.index("--input-size") + 2]  # ablate: the backbone's own size
     r = runner.invoke(app, ["ablate", "--tasks", "landmarks,pose", "--subsets", "landmarks", *tiny, "--out", str(tmp_path / "abl")])
