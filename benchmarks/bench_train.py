@@ -33,7 +33,7 @@ def tensor_loop(cfg, steps: int) -> float:
     """The engine's step on pre-built batches: images/s with zero data cost."""
     from facemtl.data.cache import FaceCache
     from facemtl.data.loader import CacheLoader
-    from facemtl.engine.trainer import input_plan, make_inputs, task_losses
+    from facemtl.engine.steps import input_plan, make_inputs, task_losses
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
     from facemtl.weighting import build_weighting

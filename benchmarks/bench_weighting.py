@@ -52,7 +52,7 @@ def _batch(B: int, attrs: int, ids: int) -> dict:
 def run_one(setup: str, name: str, mode: str | None, steps: int, batch: int) -> dict:
     from facemtl.data.synth import SYNTH_ATTRIBUTES
     from facemtl.data.schema import CELEBA_ATTRIBUTES
-    from facemtl.engine.trainer import task_losses
+    from facemtl.engine.steps import task_losses
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
     from facemtl.weighting import build_weighting

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from facemtl.data.augment import AugmentConfig
+from facemtl.utils.options import parse_bool
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 
 
@@ -211,13 +212,7 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
         if t.startswith("tuple[int"):
             return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
         if t == "bool":
-            if isinstance(v, str):
-                if v.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if v.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(v)
-            return bool(v)
+            return parse_bool(v)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: '{f.name}' must be {t}, got {v!r}.") from None
     return v

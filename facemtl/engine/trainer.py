@@ -1,5 +1,6 @@
-"""The training loop: ``train(config)`` builds data, tasks, model and strategy, trains, validates,
-checkpoints and returns a :class:`TrainResult`.
+"""The training loop: ``train(config)`` builds data, tasks, model and strategy (:func:`build_run`),
+trains (:func:`train_one_epoch`, :func:`train_step`), validates (:func:`end_epoch`), checkpoints
+(:class:`~facemtl.engine.state.TrainState` + the modules' states) and returns a :class:`TrainResult`.
 
 One step::
 
@@ -13,49 +14,46 @@ One step::
     weights = strategy.backward(losses, ctx)                  # the strategy owns the backward pass
     all-reduce of the combined gradient (DDP) -> unscale (fp16) -> clip -> optimizer step
 
-The library reports progress through :class:`Callbacks` (the CLI draws rich progress bars) and
-the ``logging`` module; it never prints.
-
-A run folder belongs to one process at a time (``RUN/.lock``, :mod:`facemtl.utils.lock`).
-``last.pt`` is the run's record: at the end of an epoch it is written first, then ``best.pt``
-(a copy of it when the epoch improved), ``metrics.csv`` and ``weights.csv``; a resume rebuilds
-the last three from ``last.pt``, so a kill between any two writes leaves nothing inconsistent.
-Ctrl-C (or SIGTERM) is deferred to the end of the current step, so ``last.pt`` never holds a
-half-done step (BatchNorm statistics of a forward pass whose update was not applied).
+The helpers of one step that evaluation and reports share are in :mod:`facemtl.engine.steps`; the
+run folder's files and their order in :mod:`facemtl.engine.run_folder`. Ctrl-C (or SIGTERM) is
+deferred to the end of the current step (:mod:`facemtl.engine.interrupt`), so ``last.pt`` never
+holds a half-done step. The library reports progress through :class:`Callbacks` (the CLI draws rich
+progress bars) and the ``logging`` module; it never prints.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import logging
 import math
 import os
-import shutil
 import signal
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facemtl.data.augment import BatchAugment
 from facemtl.data.cache import FaceCache
-from facemtl.data.loader import CacheLoader, images_to_float, to_device
-from facemtl.engine import distributed
+from facemtl.data.loader import CacheLoader, to_device
+from facemtl.engine import distributed, run_folder
 from facemtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from facemtl.engine.config import RunConfig, to_toml
+from facemtl.engine.interrupt import DeferredStop
 from facemtl.engine.schedules import lr_multiplier
+from facemtl.engine.state import EpochSums, TrainState
+from facemtl.engine.steps import autocast_for, evaluate_split, input_plan, make_inputs, task_losses
 from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged
 from facemtl.utils.device import pick_device
-from facemtl.utils.io import atomic_path, remove_stale_temp_files, write_text_atomic
+from facemtl.utils.io import remove_stale_temp_files, write_text_atomic
 from facemtl.utils.lock import run_lock
+from facemtl.utils.options import parse_bool
 from facemtl.utils.seed import rng_state, set_rng_state, setup_seed
+
+__all__ = ["Callbacks", "TrainResult", "train", "build_run", "train_one_epoch", "train_step", "end_epoch",
+           "input_plan", "make_inputs", "task_losses", "evaluate_split"]
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +79,79 @@ class TrainResult:
     stopped_early: bool = False
     images_per_second: float = 0.0
     data_wait_fraction: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Speed:
+    """Images trained, and seconds spent waiting for data and in steps (images/s, data-wait fraction)."""
+
+    images: int = 0
+    wait: float = 0.0
+    compute: float = 0.0
+
+    def images_per_second(self) -> float:
+        return self.images / max(self.wait + self.compute, 1e-9)
+
+    def wait_fraction(self) -> float:
+        return self.wait / max(self.wait + self.compute, 1e-9)
+
+
+@dataclass
+class Run:
+    """Everything :func:`build_run` assembles for one training run (fixed for its duration)."""
+
+    cfg: RunConfig
+    dist: distributed.DistInfo
+    device: torch.device
+    cache: FaceCache
+    info: Any
+    tasks: list
+    model: torch.nn.Module
+    strategy: torch.nn.Module
+    grad_mode: str
+    optimizer: torch.optim.Optimizer
+    autocast: Callable
+    scaler: Any
+    plan: list[tuple[int, int]]
+    channels_last: bool
+    train_loader: CacheLoader
+    val_loader: CacheLoader | None
+    augment: BatchAugment | None
+    forward_features: Callable
+    shared_params: list[torch.nn.Parameter] = field(default_factory=list)
+    trainable: list[torch.nn.Parameter] = field(default_factory=list)
+    tb: Any = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir()
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return min(len(self.train_loader), self.cfg.train.max_steps_per_epoch or len(self.train_loader))
+
+    def save(self, path: Path, state: TrainState) -> None:
+        """Checkpoint: the loop's state, every module's state, the RNGs (main process only)."""
+        if not self.dist.is_main:
+            return
+        cfg, scaler = self.cfg, self.scaler
+        save_checkpoint(path, {
+            "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_info": self.info.to_dict(),
+            "model": self.model.state_dict(), "weighting": self.strategy.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_state(), **state.state_dict(),
+            # the cache as given and where it was then, so evaluate finds it from another folder
+            "data_path": str(Path(cfg.data.path).absolute()), "cwd": os.getcwd(),
+        })
 
 
 # -- building blocks ------------------------------------------------------------------------------
 def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> FaceCache:
+    """The run's cache, rendering SynthFaces into it when it is missing and the recipe allows."""
     path = Path(cfg.data.path)
     if not path.exists():
         if not cfg.data.prepare_if_missing:
@@ -105,53 +171,6 @@ def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> FaceCache:
     return FaceCache(path)
 
 
-def input_plan(model, cache: FaceCache) -> list[tuple[int, int]]:
-    """(stored size to read, size the model wants) for each model input."""
-    return [(cache.pick_size(size), size) for size, _ in model.input_spec]
-
-
-def make_inputs(batch: dict, plan: list[tuple[int, int]], channels_last: bool) -> list[torch.Tensor]:
-    out = []
-    for src, size in plan:
-        x = images_to_float(batch["images"][src])
-        if src != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous())
-    return out
-
-
-def task_losses(tasks, outputs: dict, batch: dict, criteria, active: set[str] | None = None) -> dict[str, torch.Tensor]:
-    """Masked loss of every task that has labels in the batch (the cascade's stage losses summed)."""
-    losses = {}
-    present = batch.get("present", {})
-    for t in tasks:
-        if active is not None and t.name not in active:
-            continue
-        if present.get(t.label_key, 1) == 0:
-            continue
-        out = outputs[t.name]
-        crit = criteria[t.name] if t.name in criteria else None
-        if isinstance(out, (list, tuple)):
-            losses[t.name] = sum(t.loss(o, batch, crit) for o in out).float()
-        else:
-            losses[t.name] = t.loss(out, batch, crit).float()
-    return losses
-
-
-def autocast_for(device: torch.device, amp: str):
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    if amp == "off":
-        return contextlib.nullcontext, None
-    if amp not in ("bf16", "fp16"):
-        raise ConfigError(f"Invalid amp '{amp}'. Use auto, bf16, fp16 or off.")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("--amp fp16 needs CUDA; use --amp bf16 on the CPU.")
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
-
-
 def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
     t = cfg.train
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": t.weight_decay}]
@@ -165,399 +184,339 @@ def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
     raise ConfigError(f"Invalid optimizer '{t.optimizer}'. Only adamw and sgd are supported.")
 
 
-@torch.no_grad()
-def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: bool, max_batches: int = 0):
-    """Mean loss per task and each task's quick metrics over a loader."""
-    model.eval()
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    collected: dict[str, list[dict]] = {t.name: [] for t in tasks}
-    for bi, batch in enumerate(loader):
-        if max_batches and bi >= max_batches:
-            break
-        batch = to_device(batch, device)
-        with autocast():
-            outputs = model.forward_heads(model.forward_features(*make_inputs(batch, plan, channels_last)))
-            losses = task_losses(tasks, outputs, batch, model.criteria)
-        for name, l in losses.items():
-            n = len(batch["index"])
-            sums[name] = sums.get(name, 0.0) + float(l) * n
-            counts[name] = counts.get(name, 0) + n
-        for t in tasks:
-            if t.name in losses:
-                out = outputs[t.name]
-                collected[t.name].append(t.collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
-    model.train()
-    mean_losses = {k: sums[k] / counts[k] for k in sums}
-    metrics = {}
-    for t in tasks:
-        parts = collected[t.name]
-        if parts:
-            merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            metrics[t.name] = t.metrics(merged)
-    return mean_losses, metrics
+def _auto_or_bool(value: Any, setting: str) -> bool | str:
+    if str(value).lower() == "auto":
+        return "auto"
+    try:
+        return parse_bool(value)
+    except ValueError as e:
+        raise ConfigError(f"{setting}: {e}.") from None
 
 
-#: files train() writes into a run folder (their stale temporary files are removed on the next run)
-RUN_FILES = ["last.pt", "best.pt", "config.toml", "metrics.csv", "weights.csv"]
+def resolve_channels_last(value: str | bool, device: torch.device) -> bool:
+    v = _auto_or_bool(value, "train.channels_last")
+    return device.type == "cuda" if v == "auto" else bool(v)
 
 
-class _DeferredStop:
-    """SIGINT / SIGTERM during training ask the loop to stop at the next step boundary, so a
-    checkpoint never holds half a step; a second signal stops at once (nothing is saved then)."""
-
-    def __init__(self, signals: tuple[int, ...]) -> None:
-        self.signals, self.requested = signals, False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_DeferredStop":
-        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for sig in self.signals:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("stopping after the current step (%s); send it again to stop at once without saving",
-                    signal.Signals(signum).name)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
+def _in_memory(cfg: RunConfig) -> bool | str:
+    return _auto_or_bool(cfg.data.in_memory, "data.in_memory")
 
 
-def _repair_run_folder(run_dir: Path, last: Path, state: dict[str, Any]) -> None:
-    """Make ``best.pt``, ``metrics.csv`` and ``weights.csv`` agree with ``last.pt`` (the record),
-    whatever write a kill cut short."""
-    if state.get("history"):
-        write_text_atomic(run_dir / "metrics.csv", _csv(state["history"]))
-    if state.get("weight_log"):
-        write_text_atomic(run_dir / "weights.csv", _csv(state["weight_log"]))
-    if state.get("batches_done", 0) == 0 and state["epoch"] > 0 and state["best_epoch"] == state["epoch"]:
-        _copy_atomic(last, run_dir / "best.pt")  # last.pt of the best epoch is best.pt, byte for byte
+def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torch.device):
+    from facemtl.models import build_model
+    from facemtl.tasks import build_tasks
+
+    task_options = cfg.tasks.options
+    if ckpt is not None:  # a 0.1.0 run resumes with the linear landmark head it was trained with
+        from facemtl.engine.checkpoint import legacy_task_options
+
+        task_options = legacy_task_options(cfg, ckpt["model"])
+    tasks = build_tasks(list(cfg.tasks.names), info, task_options)
+    model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
+                        architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options,
+                        **cfg.model.options).to(device)
+    return tasks, model
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    with atomic_path(dst, size_hint=src.stat().st_size) as tmp:
-        shutil.copyfile(src, tmp)
+def _loaders(cfg: RunConfig, cache: FaceCache, plan, dist_info, device) -> tuple[CacheLoader, CacheLoader | None]:
+    sizes, t, in_memory = sorted({src for src, _ in plan}), cfg.train, _in_memory(cfg)
+    train_loader = CacheLoader(
+        cache, cfg.data.train_split, sizes, t.batch_size, shuffle=True, drop_last=dist_info.enabled, seed=t.seed,
+        num_workers=cfg.data.num_workers, in_memory=in_memory, rank=dist_info.rank, world_size=dist_info.world_size,
+        pin_memory=device.type == "cuda",
+    )
+    if not dist_info.is_main:
+        return train_loader, None
+    return train_loader, CacheLoader(cache, cfg.data.val_split, sizes, max(t.batch_size, 128), shuffle=False, in_memory=in_memory)
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, Any] | None = None) -> Run:
+    """Seed, device, cache, tasks, model, strategy, optimizer, loaders and augmentation of ``cfg``
+    (``ckpt``: the checkpoint a resume starts from, for the model's legacy options)."""
+    from facemtl.tasks import DataInfo
+    from facemtl.weighting import build_weighting
+
+    setup_seed(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    cache = ensure_data(cfg, dist_info)
+    info = DataInfo.from_cache(cache)
+    tasks, model = _build_model(cfg, info, ckpt, device)
+    channels_last = resolve_channels_last(cfg.train.channels_last, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    strategy = build_weighting(cfg.weighting.name, [t.name for t in tasks], **cfg.weighting.options).to(device)
+    distributed.broadcast_parameters(model)
+    optimizer = build_optimizer(cfg, model, strategy)
+    autocast, scaler = autocast_for(device, cfg.train.amp)
+    plan = input_plan(model, cache)
+    train_loader, val_loader = _loaders(cfg, cache, plan, dist_info, device)
+    augment = BatchAugment(cfg.augment, seed=cfg.train.seed + 1_000_003 * dist_info.rank)
+    return Run(
+        cfg=cfg, dist=dist_info, device=device, cache=cache, info=info, tasks=tasks, model=model, strategy=strategy,
+        grad_mode=strategy.grad_mode(cfg.weighting.grad_mode), optimizer=optimizer, autocast=autocast, scaler=scaler,
+        plan=plan, channels_last=channels_last, train_loader=train_loader, val_loader=val_loader,
+        augment=augment if augment.enabled else None,
+        forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
+        shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
+    )
+
+
+def restore(run: Run, ckpt: dict[str, Any]) -> TrainState:
+    """Load every module's state from ``ckpt`` (refusing another configuration) and return the loop's."""
+    cfg = run.cfg
+    if ckpt.get("config_digest") != cfg.digest():
+        saved = ckpt["config"]
+        raise CheckpointError(
+            f"{run.last} was trained with backbone '{saved['model']['backbone']}', architecture "
+            f"'{saved['model'].get('architecture', 'hps')}' and tasks {saved['tasks']['names']}; this run asks for backbone "
+            f"'{cfg.model.backbone}', architecture '{cfg.model.architecture}' and tasks {list(cfg.tasks.names)}. "
+            "Resume with the same settings, or start a new run with --out."
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.strategy.load_state_dict(ckpt["weighting"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scaler is not None and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    if run.dist.is_main:
+        run_folder.repair(run.run_dir, run.last, ckpt)
+    state = TrainState.from_checkpoint(ckpt)
+    log.info("resumed %s at epoch %d, batch %d", run.last, state.epoch + 1, state.batches_done)
+    return state
+
+
+# -- one step, one epoch --------------------------------------------------------------------------
+def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index: int):
+    """One optimizer step on ``batch``: (the step's loss per task, the strategy's weights), or None
+    when no task has labels in the batch (its forward pass still updated BatchNorm statistics)."""
+    from facemtl.weighting.base import StepContext
+
+    t, scaler = run.cfg.train, run.scaler
+    mult = lr_multiplier(t.schedule, epoch=epoch, step=state.step, total_steps=run.steps_per_epoch * t.epochs,
+                         warmup_steps=t.warmup_steps, step_size=t.step_size, gamma=t.gamma)
+    for g in run.optimizer.param_groups:
+        g["lr"] = t.lr * mult
+    run.optimizer.zero_grad(set_to_none=True)
+    # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
+    loss_scale = scaler.scale(torch.ones((), device=run.device)) if scaler is not None else 1.0
+    active = set(run.strategy.active_tasks())
+    inputs = make_inputs(batch, run.plan, run.channels_last)
+    if run.augment is not None:  # per-sample draw from (seed, epoch, batch): resumes exactly
+        inputs, batch = run.augment(inputs, batch, epoch=epoch, batch_index=batch_index)
+        if run.channels_last:
+            inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
+    with run.autocast():
+        ctx = StepContext.build(run.forward_features(*inputs), run.shared_params, run.grad_mode, step=state.step,
+                                epoch=epoch, loss_scale=loss_scale)
+        outputs = run.model.forward_heads(ctx.head_inputs)
+        losses = task_losses(run.tasks, outputs, batch, run.model.criteria, active)
+    if not losses:
+        return None
+    values = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).tolist()))  # the step's one host sync
+    _check_finite(run, state, values, epoch)
+    weights = {k: float(v) for k, v in run.strategy.backward(losses, ctx).items()}
+    distributed.all_reduce_gradients(run.trainable)
+    if scaler is not None:
+        scaler.unscale_(run.optimizer)
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.trainable, t.grad_clip)
+    if scaler is not None:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    return values, weights
+
+
+def _check_finite(run: Run, state: TrainState, values: dict[str, float], epoch: int) -> None:
+    for name, v in values.items():
+        if not math.isfinite(v):
+            raise TrainingDiverged(
+                f"loss of task '{name}' is {v} at epoch {epoch + 1}, step {state.step}; the last good checkpoint is "
+                f"{run.last if run.last.exists() else 'none (first epoch)'}. Lower --lr, set --grad-clip, or try another --weighting."
+            )
+
+
+def train_one_epoch(run: Run, state: TrainState, epoch: int, stop: DeferredStop, cb: Callbacks, speed: Speed) -> EpochSums:
+    """Train epoch ``epoch`` from batch ``state.batches_done`` on; the returned sums include those of
+    the part done before a resume. On Ctrl-C, ``last.pt`` records the last whole step and the
+    interrupt is raised again."""
+    sums = EpochSums.from_dict(state.partial_epoch)
+    run.train_loader.set_epoch(epoch)
+    skip, bi = state.batches_done, 0
+    in_step = False  # True while the model, strategy or optimizer hold half a step
+    try:
+        it = iter(run.train_loader)
+        while bi < run.steps_per_epoch:
+            if stop.requested:
+                raise KeyboardInterrupt
+            tw = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                break
+            if bi < skip:  # the batches a resumed epoch already trained
+                bi += 1
+                continue
+            ts = time.perf_counter()
+            speed.wait += ts - tw
+            in_step = True
+            done = train_step(run, state, to_device(batch, run.device), epoch, bi)
+            bi, in_step = bi + 1, False
+            state.batches_done = bi
+            if done is None:
+                continue
+            speed.compute += time.perf_counter() - ts
+            speed.images += len(batch["index"])
+            losses, weights = done
+            sums.add(losses, weights)
+            state.weight_log.append({"step": state.step, "epoch": epoch + 1, **{f"loss/{k}": v for k, v in losses.items()},
+                                     **{f"weight/{k}": v for k, v in weights.items()}})
+            state.step += 1
+            cb.on_step(epoch=epoch, step=bi, losses=losses, weights=weights)
+    except KeyboardInterrupt:
+        stop.__exit__()
+        _save_interrupted(run, state, sums, epoch, in_step)
+        raise
+    return sums
+
+
+def _save_interrupted(run: Run, state: TrainState, sums: EpochSums, epoch: int, in_step: bool) -> None:
+    where = f"epoch {epoch + 1}, batch {state.batches_done + in_step}"
+    if in_step:  # a second signal inside a step: its state is half-updated, keep the last checkpoint
+        if run.last.exists():
+            log.warning("stopped inside a step at %s; %s was left as it was. Resume with: facemtl train --resume --out %s",
+                        where, run.last, run.run_dir)
+        else:
+            log.warning("stopped inside a step at %s, before the first checkpoint; nothing to resume", where)
+        return
+    state.epoch, state.partial_epoch = epoch, {"sums": sums.sums, "wsums": sums.wsums, "nsteps": sums.nsteps}
+    run.save(run.last, state)
+    if run.dist.is_main:
+        run_folder.write_logs(run.run_dir, None, state.weight_log)
+    log.warning("interrupted at %s; saved %s. Resume with: facemtl train --resume --out %s", where, run.last, run.run_dir)
+
+
+def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds: float) -> dict[str, Any]:
+    """Validate, let the strategy adapt, log the epoch's row, write last.pt, best.pt and the CSVs
+    (in that order: see :mod:`facemtl.engine.run_folder`)."""
+    train_means = sums.loss_means()
+    val_losses, val_metrics = {}, {}
+    if run.dist.is_main:
+        val_losses, val_metrics = evaluate_split(run.model, run.tasks, run.val_loader, run.plan, run.device, run.autocast,
+                                                 run.channels_last, run.cfg.train.val_batches)
+    val_losses, val_metrics = _broadcast((val_losses, val_metrics))
+    run.strategy.on_epoch_end(epoch, train_means, val_losses)
+    val_total = sum(val_losses.values()) if val_losses else math.inf
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                           "train_loss": sum(train_means.values()), "val_loss": val_total}
+    row.update({f"train_loss/{k}": v for k, v in train_means.items()})
+    row.update({f"val_loss/{k}": v for k, v in val_losses.items()})
+    row.update({f"weight/{k}": v for k, v in sums.weight_means().items()})
+    for tname, ms in val_metrics.items():
+        row.update({f"val/{tname}/{m}": v for m, v in ms.items()})
+    improved = state.record_epoch(row, val_total)
+    run.save(run.last, state)  # first: the record the other files are rebuilt from on resume
+    if run.dist.is_main:
+        if improved:
+            run_folder.copy_atomic(run.last, run.run_dir / "best.pt")
+        run_folder.write_logs(run.run_dir, state.history, state.weight_log)
+        if run.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    run.tb.add_scalar(k, v, epoch + 1)
+    return row
+
+
+def final_metrics(run: Run) -> tuple[dict, dict]:
+    """Validation and test metrics of the best checkpoint (main process; empty elsewhere)."""
+    if not run.dist.is_main:
+        return {}, {}
+    best_path = run.run_dir / "best.pt" if (run.run_dir / "best.pt").exists() else run.last
+    run.model.load_state_dict(load_checkpoint(best_path)["model"])
+    args = (run.plan, run.device, run.autocast, run.channels_last)
+    _, val_metrics = evaluate_split(run.model, run.tasks, run.val_loader, *args)
+    test_metrics = {}
+    if len(run.cache.indices("test")):
+        sizes = sorted({src for src, _ in run.plan})
+        test_loader = CacheLoader(run.cache, "test", sizes, max(run.cfg.train.batch_size, 128), shuffle=False, in_memory=_in_memory(run.cfg))
+        _, test_metrics = evaluate_split(run.model, run.tasks, test_loader, *args)
+    return val_metrics, test_metrics
 
 
 # -- the loop -------------------------------------------------------------------------------------
+def _claim_run_folder(cfg: RunConfig, dist_info, lock, *, resume: bool, force: bool) -> Path:
+    run_dir = cfg.run_dir()
+    if lock is not None:
+        lock.acquire()  # InUseError naming the other process
+        stale = remove_stale_temp_files(run_dir, run_folder.RUN_FILES)
+        if stale:
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", len(stale), run_dir)
+    last = run_dir / "last.pt"
+    if dist_info.is_main and last.exists() and not (resume or force):
+        raise ConfigError(f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it, --force to start over, or --out for a new run.")
+    if resume and not last.exists():
+        raise CheckpointError(f"nothing to resume: {last} does not exist.")
+    return last
+
+
+def _loop(run: Run, state: TrainState, cb: Callbacks, speed: Speed) -> bool:
+    """Epochs from ``state.epoch`` to the configured number; True when stopped early."""
+    t = run.cfg.train
+    # SIGTERM too (a scheduler's preemption), but not under torchrun, which ends its ranks with it
+    with DeferredStop((signal.SIGINT,) if run.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
+        for epoch in range(state.epoch, t.epochs):
+            t0 = time.perf_counter()
+            sums = train_one_epoch(run, state, epoch, stop, cb, speed)
+            row = end_epoch(run, state, epoch, sums, time.perf_counter() - t0)
+            cb.on_epoch_end(epoch=epoch, row=row)
+            if t.patience and state.bad_epochs >= t.patience:
+                log.info("early stopping after epoch %d: validation loss has not improved for %d epochs", epoch + 1, state.bad_epochs)
+                return True
+    return False
+
+
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callbacks: Callbacks | None = None) -> TrainResult:
     """Train ``cfg``; with ``resume`` continue from ``<run>/last.pt`` exactly where it stopped."""
-    from facemtl.models import build_model
-    from facemtl.tasks import DataInfo, build_tasks
-    from facemtl.weighting import build_weighting
-    from facemtl.weighting.base import StepContext
-
     cfg.validate()  # option ranges, before anything is written
-    cb = callbacks or Callbacks()
-    t0 = time.perf_counter()
+    cb, t0 = callbacks or Callbacks(), time.perf_counter()
     dist_info = distributed.setup(cfg.train.device)
     run_dir = cfg.run_dir()
     created = not run_dir.exists()
     lock = run_lock(run_dir) if dist_info.is_main else None
-    # SIGTERM too (a scheduler's preemption), but not under torchrun, which ends its ranks with it
-    stop = _DeferredStop((signal.SIGINT,) if dist_info.enabled else (signal.SIGINT, signal.SIGTERM))
     try:
-        if lock is not None:
-            lock.acquire()  # InUseError naming the other process
-            stale = remove_stale_temp_files(run_dir, RUN_FILES)
-            if stale:
-                log.info("removed %d temporary file(s) left in %s by an interrupted run", len(stale), run_dir)
-        last = run_dir / "last.pt"
-        if dist_info.is_main and last.exists() and not (resume or force):
-            raise ConfigError(f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it, --force to start over, or --out for a new run.")
-        if resume and not last.exists():
-            raise CheckpointError(f"nothing to resume: {last} does not exist.")
-
-        setup_seed(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
-        device = pick_device(cfg.train.device)
-        if device.type == "cuda" and dist_info.enabled:
-            device = torch.device("cuda", dist_info.local_rank)
-        cache = ensure_data(cfg, dist_info)
-        info = DataInfo.from_cache(cache)
-        state = load_checkpoint(last) if resume else None
-        task_options = cfg.tasks.options
-        if state is not None:  # a 0.1.0 run resumes with the linear landmark head it was trained with
-            from facemtl.engine.checkpoint import legacy_task_options
-
-            task_options = legacy_task_options(cfg, state["model"])
-        tasks = build_tasks(list(cfg.tasks.names), info, task_options)
-        task_names = [t.name for t in tasks]
-        model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
-                            architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options, **cfg.model.options)
-        model.to(device)
-        channels_last = resolve_channels_last(cfg.train.channels_last, device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        strategy = build_weighting(cfg.weighting.name, task_names, **cfg.weighting.options).to(device)
-        grad_mode = strategy.grad_mode(cfg.weighting.grad_mode)
-        distributed.broadcast_parameters(model)
-        optimizer = build_optimizer(cfg, model, strategy)
-        autocast, scaler = autocast_for(device, cfg.train.amp)
-        plan = input_plan(model, cache)
-        sizes = sorted({src for src, _ in plan})
-        tcfg = cfg.train
-        train_loader = CacheLoader(
-            cache, cfg.data.train_split, sizes, tcfg.batch_size, shuffle=True, drop_last=dist_info.enabled, seed=tcfg.seed,
-            num_workers=cfg.data.num_workers, in_memory=_in_memory(cfg), rank=dist_info.rank, world_size=dist_info.world_size,
-            pin_memory=device.type == "cuda",
-        )
-        val_loader = CacheLoader(cache, cfg.data.val_split, sizes, max(tcfg.batch_size, 128), shuffle=False, in_memory=_in_memory(cfg)) if dist_info.is_main else None
-        steps_per_epoch = min(len(train_loader), tcfg.max_steps_per_epoch or len(train_loader))
-        total_steps = steps_per_epoch * tcfg.epochs
-        shared_params = model.shared_parameters()
-        trainable = [p for g in optimizer.param_groups for p in g["params"]]
-        fwd_features = torch.compile(model.forward_features) if tcfg.compile else model.forward_features
-        augment = BatchAugment(cfg.augment, seed=tcfg.seed + 1_000_003 * dist_info.rank)
-        augment = augment if augment.enabled else None
-
-        # -- state (fresh or resumed) --
-        start_epoch, step, skip_batches = 0, 0, 0
-        history: list[dict[str, Any]] = []
-        weight_log: list[dict[str, Any]] = []
-        best, best_epoch, bad_epochs = math.inf, -1, 0
-        partial_epoch: dict[str, Any] = {}  # running sums of an epoch cut short (restored on resume)
-        if state is not None:
-            if state.get("config_digest") != cfg.digest():
-                saved = state["config"]
-                raise CheckpointError(
-                    f"{last} was trained with backbone '{saved['model']['backbone']}' and tasks {saved['tasks']['names']}; "
-                    f"this run asks for backbone '{cfg.model.backbone}' and tasks {list(cfg.tasks.names)}. "
-                    "Resume with the same settings, or start a new run with --out."
-                )
-            model.load_state_dict(state["model"])
-            strategy.load_state_dict(state["weighting"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            start_epoch, step, skip_batches = state["epoch"], state["step"], state.get("batches_done", 0)
-            history, weight_log = state.get("history", []), state.get("weight_log", [])
-            best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-            set_rng_state(state["rng"])
-            partial_epoch = state.get("partial_epoch") or {}  # None after a completed epoch
-            if dist_info.is_main:
-                _repair_run_folder(run_dir, last, state)
-            log.info("resumed %s at epoch %d, batch %d", last, start_epoch + 1, skip_batches)
+        last = _claim_run_folder(cfg, dist_info, lock, resume=resume, force=force)
+        ckpt = load_checkpoint(last) if resume else None
+        run = build_run(cfg, dist_info, ckpt)
+        state = restore(run, ckpt) if ckpt is not None else TrainState()
+        del ckpt
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "config.toml", to_toml(cfg))
-        tb = _tensorboard(run_dir) if dist_info.is_main else None
-
-        def checkpoint(path: Path, epoch_done: int, batches_done: int, partial: dict[str, Any] | None = None) -> None:
-            if not dist_info.is_main:
-                return
-            save_checkpoint(path, {
-                "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_info": info.to_dict(),
-                "model": model.state_dict(), "weighting": strategy.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_done, "step": step,
-                "batches_done": batches_done, "rng": rng_state(), "best": best, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "history": history, "weight_log": weight_log, "partial_epoch": partial,
-                # the cache as given and where it was then, so evaluate finds it from another folder
-                "data_path": str(Path(cfg.data.path).absolute()), "cwd": os.getcwd(),
-            })
-
-        cb.on_train_start(epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch, tasks=task_names, run_dir=run_dir)
-        stopped_early = False
-        images_seen, wait_time, step_time = 0, 0.0, 0.0
-        model.train()
-        stop.__enter__()
-        for epoch in range(start_epoch, tcfg.epochs):
-            train_loader.set_epoch(epoch)
-            ep_t0 = time.perf_counter()
-            # a resumed epoch continues the means of its first part, so its logs and the strategy see the whole epoch
-            sums: dict[str, float] = dict(partial_epoch.get("sums", {}))
-            wsums: dict[str, float] = dict(partial_epoch.get("wsums", {}))
-            nsteps = int(partial_epoch.get("nsteps", 0))
-            partial_epoch = {}
-            bi = 0
-            done_in_epoch = skip_batches
-            in_step = False  # True while the model, strategy or optimizer hold half a step
-            try:
-                it = iter(train_loader)
-                while bi < steps_per_epoch:
-                    if stop.requested:
-                        raise KeyboardInterrupt
-                    tw = time.perf_counter()
-                    try:
-                        batch = next(it)
-                    except StopIteration:
-                        break
-                    if bi < skip_batches:
-                        bi += 1
-                        continue
-                    ts = time.perf_counter()
-                    wait_time += ts - tw
-                    mult = lr_multiplier(tcfg.schedule, epoch=epoch, step=step, total_steps=total_steps,
-                                         warmup_steps=tcfg.warmup_steps, step_size=tcfg.step_size, gamma=tcfg.gamma)
-                    for g in optimizer.param_groups:
-                        g["lr"] = tcfg.lr * mult
-                    batch = to_device(batch, device)
-                    in_step = True
-                    optimizer.zero_grad(set_to_none=True)
-                    # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
-                    loss_scale = scaler.scale(torch.ones((), device=device)) if scaler is not None else 1.0
-                    active = set(strategy.active_tasks())
-                    inputs = make_inputs(batch, plan, channels_last)
-                    if augment is not None:  # per-sample draw from (seed, epoch, batch): resumes exactly
-                        inputs, batch = augment(inputs, batch, epoch=epoch, batch_index=bi)
-                        if channels_last:
-                            inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
-                    with autocast():
-                        feats = fwd_features(*inputs)
-                        ctx = StepContext.build(feats, shared_params, grad_mode, step=step, epoch=epoch, loss_scale=loss_scale)
-                        outputs = model.forward_heads(ctx.head_inputs)
-                        losses = task_losses(tasks, outputs, batch, model.criteria, active)
-                    if not losses:  # the forward pass still updated BatchNorm statistics: a step like any other
-                        bi += 1
-                        done_in_epoch = bi
-                        in_step = False
-                        continue
-                    values = torch.stack([l.detach() for l in losses.values()]).tolist()  # the step's one host sync
-                    for name, v in zip(losses, values):
-                        if not math.isfinite(v):
-                            raise TrainingDiverged(
-                                f"loss of task '{name}' is {v} at epoch {epoch + 1}, step {step}; the last good checkpoint "
-                                f"is {last if last.exists() else 'none (first epoch)'}. Lower --lr, set --grad-clip, or try another --weighting."
-                            )
-                    weights = strategy.backward(losses, ctx)
-                    distributed.all_reduce_gradients(trainable)
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    if tcfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    step_time += time.perf_counter() - ts
-                    images_seen += len(batch["index"])
-                    step_losses = dict(zip(losses, values))
-                    for k, v in step_losses.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    for k, v in weights.items():
-                        wsums[k] = wsums.get(k, 0.0) + float(v)
-                    weight_log.append({"step": step, "epoch": epoch + 1, **{f"loss/{k}": v for k, v in step_losses.items()},
-                                       **{f"weight/{k}": float(v) for k, v in weights.items()}})
-                    nsteps += 1
-                    step += 1
-                    bi += 1
-                    done_in_epoch = bi
-                    in_step = False
-                    cb.on_step(epoch=epoch, step=bi, losses=step_losses, weights={k: float(v) for k, v in weights.items()})
-            except KeyboardInterrupt:
-                stop.__exit__()
-                if in_step:  # a second signal inside a step: its state is half-updated, keep the last checkpoint
-                    if last.exists():
-                        log.warning("stopped inside a step at epoch %d, batch %d; %s was left as it was. Resume with: "
-                                    "facemtl train --resume --out %s", epoch + 1, done_in_epoch + 1, last, run_dir)
-                    else:
-                        log.warning("stopped inside a step at epoch %d, batch %d, before the first checkpoint; "
-                                    "nothing to resume", epoch + 1, done_in_epoch + 1)
-                    raise
-                checkpoint(last, epoch, done_in_epoch, {"sums": sums, "wsums": wsums, "nsteps": nsteps})
-                if dist_info.is_main:
-                    write_text_atomic(run_dir / "weights.csv", _csv(weight_log))
-                log.warning("interrupted at epoch %d, batch %d; saved %s. Resume with: facemtl train --resume --out %s",
-                            epoch + 1, done_in_epoch, last, run_dir)
-                raise
-            skip_batches = 0
-            # -- end of epoch: validate, adapt strategy, log, checkpoint --
-            train_means = {k: v / max(nsteps, 1) for k, v in sums.items()}
-            if dist_info.is_main:
-                val_losses, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, channels_last, tcfg.val_batches)
-            else:
-                val_losses, val_metrics = {}, {}
-            val_losses, val_metrics = _broadcast((val_losses, val_metrics))
-            strategy.on_epoch_end(epoch, train_means, val_losses)
-            val_total = sum(val_losses.values()) if val_losses else math.inf
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - ep_t0, 2)}
-            row["train_loss"] = sum(train_means.values())
-            row["val_loss"] = val_total
-            row.update({f"train_loss/{k}": v for k, v in train_means.items()})
-            row.update({f"val_loss/{k}": v for k, v in val_losses.items()})
-            row.update({f"weight/{k}": v / max(nsteps, 1) for k, v in wsums.items()})
-            for tname, ms in val_metrics.items():
-                row.update({f"val/{tname}/{m}": v for m, v in ms.items()})
-            history.append(row)
-            improved = val_total < best
-            if improved:
-                best, best_epoch, bad_epochs = val_total, epoch + 1, 0
-            else:
-                bad_epochs += 1
-            # last.pt first: it is the record the other files are rebuilt from on resume
-            checkpoint(last, epoch + 1, 0)
-            if improved and dist_info.is_main:
-                _copy_atomic(last, run_dir / "best.pt")
-            if dist_info.is_main:
-                write_text_atomic(run_dir / "metrics.csv", _csv(history))
-                write_text_atomic(run_dir / "weights.csv", _csv(weight_log))
-                if tb is not None:
-                    for k, v in row.items():
-                        if isinstance(v, (int, float)) and k != "epoch":
-                            tb.add_scalar(k, v, epoch + 1)
-            cb.on_epoch_end(epoch=epoch, row=row)
-            if tcfg.patience and bad_epochs >= tcfg.patience:
-                log.info("early stopping after epoch %d: validation loss has not improved for %d epochs", epoch + 1, bad_epochs)
-                stopped_early = True
-                break
-        stop.__exit__()
-
-        cb.on_train_end(model=model, strategy=strategy)
-        # -- final report: best checkpoint on val and test --
-        val_metrics, test_metrics = {}, {}
-        if dist_info.is_main:
-            best_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else last
-            model.load_state_dict(load_checkpoint(best_path)["model"])
-            _, val_metrics = evaluate_split(model, tasks, val_loader, plan, device, autocast, channels_last)
-            test_idx = cache.indices("test")
-            if len(test_idx):
-                test_loader = CacheLoader(cache, "test", sizes, max(tcfg.batch_size, 128), shuffle=False, in_memory=_in_memory(cfg))
-                _, test_metrics = evaluate_split(model, tasks, test_loader, plan, device, autocast, channels_last)
-            if tb is not None:
-                tb.close()
-        desc = model.describe()
+            run.tb = run_folder.tensorboard_writer(run_dir)
+        cb.on_train_start(epochs=cfg.train.epochs, steps_per_epoch=run.steps_per_epoch, start_epoch=state.epoch,
+                          tasks=[t.name for t in run.tasks], run_dir=run_dir)
+        speed = Speed()
+        run.model.train()
+        stopped_early = _loop(run, state, cb, speed)
+        cb.on_train_end(model=run.model, strategy=run.strategy)
+        val_metrics, test_metrics = final_metrics(run)
+        if run.tb is not None:
+            run.tb.close()
+        desc = run.model.describe()
         return TrainResult(
-            run_dir=run_dir, history=history, best_epoch=best_epoch, val_metrics=val_metrics, test_metrics=test_metrics,
-            seconds=time.perf_counter() - t0, parameters={k: int(desc["parameters"][k]) for k in ("total", "shared", "deployed")},
-            stopped_early=stopped_early, images_per_second=images_seen / max(step_time + wait_time, 1e-9),
-            data_wait_fraction=wait_time / max(step_time + wait_time, 1e-9),
+            run_dir=run_dir, history=state.history, best_epoch=state.best_epoch, val_metrics=val_metrics,
+            test_metrics=test_metrics, seconds=time.perf_counter() - t0,
+            parameters={k: int(desc["parameters"][k]) for k in ("total", "shared", "deployed")}, stopped_early=stopped_early,
+            images_per_second=speed.images_per_second(), data_wait_fraction=speed.wait_fraction(),
         )
     finally:
-        stop.__exit__()
         if lock is not None and lock.held:
             lock.release()
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
         distributed.teardown()
-
-
-def resolve_channels_last(value: str | bool, device: torch.device) -> bool:
-    v = str(value).lower()
-    if v == "auto":
-        return device.type == "cuda"
-    return v in ("1", "true", "yes", "on")
-
-
-def _in_memory(cfg: RunConfig) -> bool | str:
-    v = str(cfg.data.in_memory).lower()
-    return "auto" if v == "auto" else v in ("1", "true", "yes", "on")
 
 
 def _broadcast(obj: Any) -> Any:
@@ -566,11 +525,3 @@ def _broadcast(obj: Any) -> Any:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
     return obj
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: metrics.csv is the record
-        return None
-    return SummaryWriter(str(run_dir / "tb"))

@@ -135,7 +135,7 @@ def predict(model, tasks, cache: FaceCache, split: str, device: torch.device, ad
     its gated, end-to-end behaviour is measured on whole scenes (:mod:`facemtl.reports.scenes`).
     """
     from facemtl.data.loader import CacheLoader, to_device
-    from facemtl.engine.trainer import input_plan, make_inputs
+    from facemtl.engine.steps import input_plan, make_inputs
 
     plan = input_plan(model, cache)
     sizes = sorted({src for src, _ in plan})

@@ -177,7 +177,7 @@ def gradient_cosines(model, tasks, cache: FaceCache, split: str, device, adapter
     import torch
 
     from facemtl.data.loader import CacheLoader, to_device
-    from facemtl.engine.trainer import input_plan, make_inputs, task_losses
+    from facemtl.engine.steps import input_plan, make_inputs, task_losses
     from facemtl.weighting import StepContext
     from facemtl.weighting._grads import grad_targets, task_gradients
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from facemtl.engine import trainer
+from facemtl.engine import run_folder, trainer
 from facemtl.engine.config import apply_overrides, load_recipe
 from facemtl.engine.trainer import train
 from facemtl.errors import InUseError, WriteError
@@ -56,7 +56,7 @@ class Killed(BaseException):
 def test_kill_between_the_epoch_writes_is_repaired_on_resume(synth_cache, tmp_path, monkeypatch, killed_at):
     ref = train(tiny(synth_cache, tmp_path / "ref"))
     cfg = tiny(synth_cache, tmp_path / "cut")
-    copy, write = trainer._copy_atomic, trainer.write_text_atomic
+    copy, write = run_folder.copy_atomic, run_folder.write_text_atomic
 
     def die_at(real):
         def f(path, *a, **k):
@@ -65,8 +65,8 @@ def test_kill_between_the_epoch_writes_is_repaired_on_resume(synth_cache, tmp_pa
             return real(path, *a, **k)
         return f
 
-    monkeypatch.setattr(trainer, "_copy_atomic", lambda src, dst: die_at(lambda p: copy(src, p))(dst))
-    monkeypatch.setattr(trainer, "write_text_atomic", die_at(write))
+    monkeypatch.setattr(run_folder, "copy_atomic", lambda src, dst: die_at(lambda p: copy(src, p))(dst))
+    monkeypatch.setattr(run_folder, "write_text_atomic", die_at(write))
     with pytest.raises(Killed):
         train(cfg)
     assert (tmp_path / "cut" / "last.pt").exists() and not (tmp_path / "cut" / killed_at).exists()

@@ -80,7 +80,7 @@ def test_gradient_cosine_by_hand(loaded, cache):
     """One batch, shared-parameter gradients taken with plain autograd: the same cosines."""
     from facemtl.data.cache import FaceCache
     from facemtl.data.loader import CacheLoader
-    from facemtl.engine.trainer import input_plan, make_inputs, task_losses
+    from facemtl.engine.steps import input_plan, make_inputs, task_losses
     from facemtl.reports._data import LabelAdapter
 
     model, tasks, _, info = loaded
