@@ -30,6 +30,7 @@ def ablate(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr")] = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
+    grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for per-task gradients on the shared parameters (grad mode params), e.g. 4GiB.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset (none, light, standard, strong); default: the recipe's.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
@@ -50,7 +51,7 @@ def ablate(
     overrides: dict[str, Any] = {
         "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
         "train.max_steps_per_epoch": max_steps, "train.batch_size": batch_size, "train.lr": lr, "train.device": device,
-        "augment.preset": augment,
+        "augment.preset": augment, "weighting.grad_memory": grad_memory,
     }
     overrides.update(_parse_set(set_))
     base = build_config(recipe, overrides=overrides)

@@ -204,6 +204,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
     from facemtl.tasks import DataInfo, build_tasks
     from facemtl.weighting import build_weighting
     from facemtl.weighting.base import StepContext
+    from facemtl.weighting._grads import parse_memory
 
     cb = callbacks or Callbacks()
     t0 = time.perf_counter()
@@ -236,6 +237,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         if channels_last:
             model.to(memory_format=torch.channels_last)
         strategy = build_weighting(cfg.weighting.name, task_names, **cfg.weighting.options).to(device)
+        strategy.grad_memory = parse_memory(cfg.weighting.grad_memory)
         grad_mode = strategy.grad_mode(cfg.weighting.grad_mode)
         distributed.broadcast_parameters(model)
         optimizer = build_optimizer(cfg, model, strategy)

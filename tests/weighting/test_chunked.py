@@ -125,3 +125,14 @@ def test_nash_solves_the_unnormalised_system():
     sol = s.solve(["a", "b", "c", "d"], torch.zeros(4, 1), M, torch.ones(4), ctx)
     a = sol.coeffs.double().numpy()
     np.testing.assert_allclose(a * (g @ g.T @ a), 1.0, rtol=1e-5)
+
+
+def test_grad_memory_setting_reaches_the_strategy_and_is_checked(tmp_path):
+    """`--grad-memory` / weighting.grad_memory: validated when the config is built, bytes on the strategy."""
+    from facemtl.engine.config import RunConfig, apply_overrides
+
+    cfg = apply_overrides(RunConfig(), {"weighting.grad_memory": "512MB"})
+    assert _grads.parse_memory(cfg.weighting.grad_memory) == 512 * 10**6
+    with pytest.raises(ConfigError, match="weighting.grad_memory .--grad-memory. must be a positive size"):
+        apply_overrides(RunConfig(), {"weighting.grad_memory": "lots"})
+    assert build_weighting("mgda", TASKS5).grad_memory == _grads.DEFAULT_GRAD_MEMORY
