@@ -32,6 +32,7 @@ def ablate(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the recipe's).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for per-task gradients on the shared parameters (grad mode params), e.g. 4GiB.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset (none, light, standard, strong); default: the recipe's.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
@@ -53,7 +54,7 @@ def ablate(
     overrides: dict[str, Any] = {
         "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
         "train.max_steps_per_epoch": max_steps, "train.batch_size": batch_size, "train.lr": lr, "train.device": device,
-        "augment.preset": augment,
+        "augment.preset": augment, "weighting.grad_memory": grad_memory,
     }
     overrides.update(_parse_set(set_))
     # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)

@@ -121,6 +121,7 @@ def train(
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss-weighting strategy (ew, fixed, uw, dwu, ...).")] = None,
     weighting_args: Annotated[Optional[str], typer.Option("--weighting-args", help="Strategy options, e.g. 'main=landmarks' or 'weights=landmarks:1;smile:0.5'.")] = None,
     grad_mode: Annotated[Optional[str], typer.Option("--grad-mode", help="rep (shared representation) or params (shared parameters).")] = None,
+    grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for the per-task gradients in --grad-mode params, e.g. 4GiB (default) or 512MB; tasks are batched within it on a GPU.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split (default: the recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
@@ -163,7 +164,7 @@ def train(
         return
     overrides: dict[str, Any] = {
         "tasks.names": parse_name_list(tasks), "model.backbone": backbone, "weighting.name": weighting,
-        "weighting.grad_mode": grad_mode, "data.path": str(data) if data else None, "train.epochs": epochs,
+        "weighting.grad_mode": grad_mode, "weighting.grad_memory": grad_memory, "data.path": str(data) if data else None, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer, "train.schedule": schedule,
         "train.patience": patience, "train.grad_clip": grad_clip, "train.amp": amp, "train.device": device,
         "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,

@@ -69,6 +69,13 @@ class WeightingConfig:
     name: str = "ew"
     options: dict = field(default_factory=dict)
     grad_mode: str | None = None  # None: the strategy's default ("rep" for gradient methods)
+    #: budget of the per-task gradients on the shared parameters (grad mode "params"), e.g. 4GiB
+    grad_memory: str = "4GiB"
+
+    def __post_init__(self) -> None:
+        from facemtl.weighting._grads import parse_memory
+
+        parse_memory(self.grad_memory, where="weighting.grad_memory (--grad-memory)")  # refuse early
 
 
 @dataclass(frozen=True)

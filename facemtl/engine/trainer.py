@@ -235,6 +235,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     (``ckpt``: the checkpoint a resume starts from, for the model's legacy options)."""
     from facemtl.tasks import DataInfo
     from facemtl.weighting import build_weighting
+    from facemtl.weighting._grads import parse_memory
 
     setup_seed(cfg.train.seed + dist_info.rank, cfg.train.deterministic)
     device = pick_device(cfg.train.device)
@@ -247,6 +248,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     if channels_last:
         model.to(memory_format=torch.channels_last)
     strategy = build_weighting(cfg.weighting.name, [t.name for t in tasks], **cfg.weighting.options).to(device)
+    strategy.grad_memory = parse_memory(cfg.weighting.grad_memory)  # bytes for per-task gradients in params mode
     distributed.broadcast_parameters(model)
     optimizer = build_optimizer(cfg, model, strategy)
     autocast, scaler = autocast_for(device, cfg.train.amp)

@@ -179,7 +179,7 @@ def gradient_cosines(model, tasks, cache: FaceCache, split: str, device, adapter
     from facemtl.data.loader import CacheLoader, to_device
     from facemtl.engine.steps import input_plan, make_inputs, task_losses
     from facemtl.weighting import StepContext
-    from facemtl.weighting._grads import grad_targets, task_gradients
+    from facemtl.weighting._grads import per_task_gradients
 
     if space not in SPACES:
         raise ConfigError(f"Invalid --grad-space '{space}'. Use {', '.join(SPACES)}.")
@@ -203,7 +203,7 @@ def gradient_cosines(model, tasks, cache: FaceCache, split: str, device, adapter
         present = [n for n in names if n in losses]
         if len(present) < 2:
             continue
-        G = task_gradients([losses[n] for n in present], grad_targets(ctx), scale=1.0, batched=False)
+        G = per_task_gradients([losses[n] for n in present], ctx)
         g = G.double().cpu().numpy()
         for n, row in zip(present, g):
             norms[n].append(float(np.linalg.norm(row)))

@@ -5,7 +5,7 @@ The training step (``facemtl.engine``) does, per batch::
     feats = model.forward_features(x)             # list of shared representation tensors
     ctx = StepContext.build(feats, shared_params, mode=strategy.grad_mode(cfg),
                             step=step, epoch=epoch, loss_scale=scaler_scale)
-    outputs = model.forward_heads(ctx.head_inputs) # heads see detached copies in "rep" mode
+    outputs = model.forward_heads(ctx.head_inputs) # heads see detached copies in "rep"/"params" mode
     losses = {task: task.loss(outputs[task], batch)}  # masked means; absent tasks are left out
     info = strategy.backward(losses, ctx)          # fills .grad of every parameter
     optimizer.step()
@@ -60,8 +60,10 @@ class StepContext:
 
     features:       the shared representation tensors as the encoder produced them (graph attached),
                     each (B, ...); a cascade gives several (one per sub-network).
-    head_inputs:    what the heads were run on: in "rep" mode detached leaf copies of ``features``
-                    (``requires_grad=True``); otherwise ``features`` themselves.
+    head_inputs:    what the heads were run on: in "rep" and "params" mode detached leaf copies of
+                    ``features`` (``requires_grad=True``: per-task gradients stop there, and in
+                    params mode continue through the encoder as vector-Jacobian products);
+                    in "none" mode ``features`` themselves.
     shared_params:  the encoder's parameters (for "params" mode and GradNorm).
     mode:           "none", "rep" or "params".
     step:           global optimisation step (0-based); ``epoch`` likewise.
@@ -87,11 +89,16 @@ class StepContext:
         **kw,
     ) -> "StepContext":
         feats = [features] if isinstance(features, Tensor) else list(features)
-        if mode == "rep":
+        if mode in ("rep", "params"):
             heads_in = [f.detach().requires_grad_(True) for f in feats]
         else:
             heads_in = feats
         return cls(feats, heads_in, list(shared_params), mode, **kw)
+
+    @property
+    def detached(self) -> bool:
+        """Whether the heads ran on detached copies (a backward from the losses stops there)."""
+        return self.mode in ("rep", "params")
 
 
 class Weighting(nn.Module):
@@ -107,6 +114,11 @@ class Weighting(nn.Module):
     default_grad_mode: ClassVar[GradMode] = "rep"
     #: grad modes in which the method is undefined, with the reason shown to the user
     refused_modes: ClassVar[dict[str, str]] = {}
+    #: bytes the per-task gradients on the shared parameters may take (params mode): the engine
+    #: sets it from ``--grad-memory`` / ``weighting.grad_memory``; see docs/weighting.md
+    grad_memory: int = _grads.DEFAULT_GRAD_MEMORY
+    #: tasks per batched VJP in params mode; None: chosen from ``grad_memory`` (1 on a CPU)
+    grad_chunk: int | None = None
 
     def __init__(self, tasks: Sequence[str], **options: Any):
         super().__init__()

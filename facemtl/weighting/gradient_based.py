@@ -2,14 +2,19 @@
 
 All share :class:`GradientWeighting.backward`:
 
-1. per-task gradients ``G`` (T, P) in the context's gradient space (``_grads.task_gradients``);
-   "rep": w.r.t. the heads' input copies, flattened over the whole (B, D) batch representation
-   (several tensors for a cascade: concatenated); "params": w.r.t. the shared parameters;
-2. the Gram matrix ``M = G G^T`` (averaged over DDP ranks) and the loss vector;
+1. per-task gradients F (T, R) on the heads' input copies (``_grads.task_gradients``), flattened
+   over the whole (B, D) batch representation (several tensors for a cascade: concatenated);
+   "rep" mode uses them as they are (G = F); "params" mode turns them into gradients on the
+   shared parameters G (T, P), one encoder VJP per task, in chunks of tasks sized from
+   ``grad_memory`` (``_grads.param_gradient_chunks``);
+2. the Gram matrix ``M = G G^T`` (averaged over DDP ranks) and the loss vector. A strategy that
+   needs only the gradient norms (``keeps_gradients = False``: GradNorm) gets diag(M) accumulated
+   chunk by chunk and never holds more than one chunk of parameter gradients;
 3. ``self.solve`` turns them into the coefficients ``c`` of the update ``c^T G`` (or the update
    itself, DB-MTL) and the weights ``h`` the task-specific (head) parameters get:
    ``sum_i h_i L_i`` is backpropagated into the heads;
-4. ``_grads.apply_combined`` fills every ``.grad`` in one backward call.
+4. ``_grads.apply_combined`` (encoder cotangent ``c^T F``) or ``_grads.apply_param_update``
+   (``c^T G`` written into the shared gradients) fills every ``.grad``.
 
 A step whose gradients are not finite (fp16 overflow) touches no state: it uses plain sums so that
 the GradScaler sees the overflow and skips the step.
@@ -20,6 +25,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -46,6 +53,9 @@ class GradientWeighting(Weighting):
     """Base of the strategies that combine per-task gradients."""
 
     needs = "grads"
+    #: params mode: the solver needs the whole G G^T (or G itself), so G (T x P floats) is kept;
+    #: False: only the norms (diag of M) are used and G is never held beyond one chunk
+    keeps_gradients: ClassVar[bool] = True
 
     def __init__(self, tasks: Sequence[str], **options):
         super().__init__(tasks, **options)
@@ -77,21 +87,48 @@ class GradientWeighting(Weighting):
     def _backward(self, names: list[str], L: list[Tensor], ctx: StepContext) -> dict[str, float]:
         lvec = _grads.loss_vector(L)
         GL = self.grad_losses(L, lvec)
-        targets = _grads.grad_targets(ctx)
-        G = _grads.task_gradients(GL, targets, scale=ctx.loss_scale, batched=ctx.mode == "params")
-        M = _grads.gram(G)
-        ones = torch.ones(len(names), device=G.device)
+        F = _grads.task_gradients(GL, _grads.rep_targets(ctx), scale=ctx.loss_scale, batched=False)
+        used: list[bool] = []
+        if ctx.mode == "rep":
+            G, M = F, _grads.gram(F)
+        else:
+            G, M, used = self._param_gradients(F, ctx)
+        ones = torch.ones(len(names), device=F.device)
         if not bool(torch.isfinite(M).all()):  # AMP overflow: let the GradScaler skip this step
             log.debug("%s: non-finite task gradients at step %d; plain sum, no state update",
                       type(self).__name__, ctx.step)
-            _grads.apply_combined(ctx, GL, ones, ones @ G, G)
+            _grads.apply_combined(ctx, GL, ones, ones @ F)
             self.nonfinite_steps += 1
             return weights_info(names, ones, **{f"{self.name}/nonfinite_steps": float(self.nonfinite_steps)})
         sol = self.solve(names, G, M, lvec, ctx)
-        update = sol.update if sol.update is not None else sol.coeffs.to(G) @ G
-        _grads.apply_combined(ctx, GL, sol.head_weights, update, G)
+        if ctx.mode == "params" and G is not None and (sol.update is not None or not _grads.dist_active()):
+            update = sol.update if sol.update is not None else sol.coeffs.to(G) @ G
+            _grads.apply_param_update(ctx, GL, sol.head_weights, update, used, F=F, G=G)
+        else:  # rep mode, or a combination c^T G handed to the encoder as the cotangent c^T F
+            _grads.apply_combined(ctx, GL, sol.head_weights, sol.coeffs.to(F) @ F)
         self._sync_extra_grads()
         return weights_info(names, sol.report, **sol.diagnostics)
+
+    def _param_gradients(self, F: Tensor, ctx: StepContext) -> tuple[Tensor | None, Tensor, list[bool]]:
+        """G (T, P) or None, M = G G^T (diagonal only when G is not kept), and which parameters are used."""
+        params = _grads.grad_targets(ctx)
+        T, P = F.shape[0], sum(p.numel() for p in params)
+        k = self.grad_chunk or _grads.chunk_size(
+            T, P, F.device, self.grad_memory, held_rows=T if self.keeps_gradients else 0,
+            act_numel=_grads.largest_saved_tensor([f for f in ctx.features if f.requires_grad]) if F.is_cuda else 0,
+        )
+        used = [False] * len(params)
+        chunks = _grads.param_gradient_chunks(ctx, F, chunk=k, scale=ctx.loss_scale, used=used)
+        if not self.keeps_gradients:
+            sq = torch.zeros(T, device=F.device, dtype=torch.float64)
+            for s, rows in chunks:
+                sq[s : s + rows.shape[0]] = rows.double().pow(2).sum(dim=1)
+            return None, _grads.all_reduce_mean_(torch.diag(sq)), used
+        G = torch.empty(T, P, device=F.device)
+        for s, rows in chunks:
+            G[s : s + rows.shape[0]] = rows
+            del rows
+        return G, _grads.gram(G), used
 
     @property
     def name(self) -> str:
@@ -209,8 +246,9 @@ class NashMTL(GradientWeighting):
     """Nash-MTL (Navon et al. 2022): update sum_i alpha_i g_i with G^T G alpha = 1/alpha.
 
     Solved exactly by damped Newton (``solvers.nash_weights``). Options: ``normalize`` (True, as
-    the authors: solve with G^T G / ||G^T G||_F, which makes the step scale with the gradients;
-    False solves the raw system, alpha_i = 1/||g_i|| for orthogonal gradients),
+    the authors: solve with G^T G / ||G^T G||_F, then divide alpha by sqrt(||G^T G||_F), which
+    solves the raw system: the update does not depend on it, only the solver's conditioning does;
+    alpha_i = 1/||g_i|| for orthogonal gradients),
     ``update_every`` (re-solve every k steps, reuse alpha in between: the authors' speed knob),
     ``on_failure`` "ridge" (default: warn, count, solve with G^T G + eps I) or "raise".
     The weights are never silently kept from an earlier step. Heads get alpha-weighted gradients
@@ -237,8 +275,10 @@ class NashMTL(GradientWeighting):
         reuse = self.update_every > 1 and last >= 0 and ctx.step - last < self.update_every
         if not reuse:
             Mn = _np(M)
-            if self.normalize:
-                Mn = Mn / max(np.linalg.norm(Mn), 1e-300)
+            # M a = 1/a and (M / n) b = 1/b give a = b / sqrt(n): solve the better-conditioned
+            # normalised system, then put the factor back (the authors' code solves M a = 1/a)
+            n = max(float(np.linalg.norm(Mn)), 1e-300) if self.normalize else 1.0
+            Mn = Mn / n
             try:
                 a = solvers.nash_weights(Mn)
             except solvers.SolverError as err:
@@ -249,6 +289,7 @@ class NashMTL(GradientWeighting):
                             int(self.solver_fallbacks))
                 T = Mn.shape[0]
                 a = solvers.nash_weights(Mn + self.ridge * max(np.trace(Mn) / T, 1e-12) * np.eye(T))
+            a = a / np.sqrt(n)
             self.alpha[idx] = torch.as_tensor(a, dtype=self.alpha.dtype, device=self.alpha.device)
             self.solved_at.fill_(ctx.step)
         c = self.alpha[idx].to(G.device)
@@ -333,6 +374,7 @@ class GradNorm(GradientWeighting):
 
     registry_name = "gradnorm"
     needs = "both"
+    keeps_gradients = False  # only the norms ||g_i||: params mode holds one chunk of gradients at a time
 
     def __init__(self, tasks: Sequence[str], *, alpha: float = 1.5):
         super().__init__(tasks)
@@ -358,5 +400,5 @@ class GradNorm(GradientWeighting):
         gw = torch.zeros_like(self.w)
         gw[idx] = n * torch.sign(gn - target)  # d/dw_i sum_j |w_j n_j - target_j|, target constant
         self.w.grad = gw if self.w.grad is None else self.w.grad + gw
-        return Solution(w.to(G.device), w.to(G.device), w)
+        return Solution(w.to(lvec.device), w.to(lvec.device), w)
 
