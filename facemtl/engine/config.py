@@ -29,6 +29,7 @@ from typing import Any
 
 from facemtl.data.augment import AugmentConfig
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
+from facemtl.utils.options import parse_bool, parse_bool_or_auto
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,11 @@ class RunConfig:
             raise UnknownNameError("schedule", t.schedule, SCHEDULES)
         if t.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"Invalid amp '{t.amp}'. Use auto, bf16, fp16 or off.")
+        for key, value in (("data.in_memory", d.in_memory), ("train.channels_last", t.channels_last)):
+            try:
+                parse_bool_or_auto(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be auto or a yes/no value (1/true/yes/on, 0/false/no/off), got {value!r}.") from None
         return self
 
 
@@ -211,13 +217,7 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
         if t.startswith("tuple[int"):
             return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
         if t == "bool":
-            if isinstance(v, str):
-                if v.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if v.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(v)
-            return bool(v)
+            return parse_bool(v) if isinstance(v, str) else bool(v)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: '{f.name}' must be {t}, got {v!r}.") from None
     return v
