@@ -49,7 +49,7 @@ def ablate(
     from facemtl.errors import ConfigError
     from facemtl.reports.ablate import check_tasks, run_ablation, run_status
     from facemtl.reports.ablation_plan import plan_ablation
-    from facemtl.reports.evaluate import HEADLINE
+    from facemtl.tasks.registry import section
 
     overrides: dict[str, Any] = {
         "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
@@ -81,8 +81,8 @@ def ablate(
         if what == "train":
             err_console.print(f"\\[{i + 1}/{n}] training [bold]{escape(name)}[/] ...")
         elif res is not None:
-            head = ", ".join(f"{t}/{HEADLINE[k][0]} {res['metrics'].get(f'{t}/{HEADLINE[k][0]}', float('nan')):.4f}"
-                             for t, k in res["kinds"].items())
+            heads = {t: s.headline for t, k in res["kinds"].items() if (s := section(k)) is not None}
+            head = ", ".join(f"{t}/{m} {res['metrics'].get(f'{t}/{m}', float('nan')):.4f}" for t, m in heads.items())
             tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 

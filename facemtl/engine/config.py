@@ -30,6 +30,7 @@ from typing import Any
 from facemtl.data.augment import AugmentConfig
 from facemtl.utils.options import parse_bool
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
+from facemtl.utils.options import parse_bool, parse_bool_or_auto
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,11 @@ class RunConfig:
             raise UnknownNameError("schedule", t.schedule, SCHEDULES)
         if t.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"Invalid amp '{t.amp}'. Use auto, bf16, fp16 or off.")
+        for key, value in (("data.in_memory", d.in_memory), ("train.channels_last", t.channels_last)):
+            try:
+                parse_bool_or_auto(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be auto or a yes/no value (1/true/yes/on, 0/false/no/off), got {value!r}.") from None
         return self
 
 

@@ -92,11 +92,3 @@ def all_reduce_gradients(params: list[nn.Parameter]) -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return values

@@ -49,7 +49,7 @@ from facemtl.errors import CheckpointError, ConfigError, MissingFileError, Train
 from facemtl.utils.device import pick_device
 from facemtl.utils.io import remove_stale_temp_files, write_text_atomic
 from facemtl.utils.lock import run_lock
-from facemtl.utils.options import parse_bool
+from facemtl.utils.options import parse_bool_or_auto
 from facemtl.utils.seed import rng_state, set_rng_state, setup_seed
 
 __all__ = ["Callbacks", "TrainResult", "train", "build_run", "train_one_epoch", "train_step", "end_epoch",
@@ -185,12 +185,10 @@ def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
 
 
 def _auto_or_bool(value: Any, setting: str) -> bool | str:
-    if str(value).lower() == "auto":
-        return "auto"
     try:
-        return parse_bool(value)
-    except ValueError as e:
-        raise ConfigError(f"{setting}: {e}.") from None
+        return parse_bool_or_auto(value)
+    except ValueError as e:  # RunConfig.validate refuses these first; a config built by hand may not have run it
+        raise ConfigError(f"{setting}: {e}") from None
 
 
 def resolve_channels_last(value: str | bool, device: torch.device) -> bool:

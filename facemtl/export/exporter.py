@@ -40,6 +40,7 @@ from facemtl.export.metadata import ModelMetadata, describe_model, metadata_path
 from facemtl.export.onnx import DEFAULT_OPSET, OnnxRunner, export_onnx
 from facemtl.export.parity import DEFAULT_TOLERANCE, ParityReport, compare_outputs, random_images
 from facemtl.export.torchscript import TorchScriptRunner, export_torchscript
+from facemtl.tasks.registry import output_kind
 from facemtl.utils.io import current_umask, write_error
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def _cascade_entry(meta: ModelMetadata, units: list[_Unit], tasks: list[Any]) ->
             feature_dim = units[units.index(u) + 1].prev_dim
         stages.append({"name": u.name, "file": u.path.name, "size": u.size, "inputs": inputs,
                        "outputs": u.outputs, "feature_dim": feature_dim})
-    gate = next((t.name for t in meta.tasks if t.kind == "detection"), None)
+    gate = next((t.name for t in meta.tasks if (k := output_kind(t.kind)) is not None and k.finds_faces), None)
     return {"stages": stages, "gate_task": gate, "threshold": CASCADE_THRESHOLD, "chain": CHAIN}
 
 

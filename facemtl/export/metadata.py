@@ -7,7 +7,8 @@ It says everything a program needs to use the exported network without facemtl:
   luma) and the ``(x - mean) / std`` normalisation happen *inside* the graph (``preprocessing``
   records them for reference only); the model never resizes.
 - ``tasks``: one entry per named output, in output order: ``kind`` (detection, landmarks,
-  attributes, expression, pose, identity), ``dim`` and ``labels`` naming each column.
+  attributes, expression, pose, identity: :data:`facemtl.tasks.registry.OUTPUTS`), ``dim``,
+  ``labels`` naming each column and ``layout``, a sentence saying what the columns hold.
 - ``landmarks``: point order (CelebA's) and coordinate frame; ``framing``: where the face box sits
   in the crops the model was trained on (what a face finder must reproduce).
 - ``cascade``: MCFA only: the three stage files and how they chain.
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from facemtl import __version__
-from facemtl.data.schema import EXPRESSION_NAMES, LANDMARK_NAMES, POSE_CLASS_NAMES
+from facemtl.data.schema import LANDMARK_NAMES
 from facemtl.errors import DataFormatError, MissingFileError
+from facemtl.tasks.registry import output_kind
 
 FORMAT = "facemtl-model"
 VERSION = 1
@@ -44,14 +46,6 @@ LANDMARK_FRAME = (
     "10 numbers x1, y1, ..., x5, y5: points in `order`, normalised to [0, 1] of the input crop "
     "(origin at the top-left corner, x to the right, y down); pixel = crop origin + value * crop side"
 )
-TASK_LAYOUTS = {
-    "detection": "column 0 face logit (sigmoid = face probability), 1-4 face box x, y, w, h normalised to the crop",
-    "landmarks": "x, y of each point in landmarks.order, normalised to the crop",
-    "attributes": "one logit per attribute (sigmoid = probability it is present)",
-    "expression": "one logit per class (softmax), FER2013 order",
-    "pose": "5 head-pose class logits (softmax), then yaw / 90 degrees when dim is 6",
-    "identity": "face embedding (compare with cosine similarity)",
-}
 
 
 @dataclass
@@ -64,7 +58,8 @@ class TaskOutput:
     labels: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "layout": TASK_LAYOUTS.get(self.kind, "")}
+        kind = output_kind(self.kind)
+        return {**asdict(self), "layout": kind.layout if kind is not None else ""}
 
 
 @dataclass
@@ -193,23 +188,9 @@ def read_metadata(path: str | Path) -> ModelMetadata:
 
 # -- building metadata from a model -------------------------------------------------------------
 def task_output(task: Any) -> TaskOutput:
-    """Describe one :class:`~facemtl.tasks.base.Task` as an exported output."""
-    from facemtl.tasks.kinds import AttributesTask, ClassTask, DetectionTask, IdentityTask, LandmarksTask, PoseTask
-
-    if isinstance(task, DetectionTask):
-        return TaskOutput(task.name, "detection", 5, ["face_logit", "x", "y", "w", "h"])
-    if isinstance(task, LandmarksTask):
-        return TaskOutput(task.name, "landmarks", 10, [f"{n}_{c}" for n in LANDMARK_NAMES for c in "xy"])
-    if isinstance(task, AttributesTask):
-        return TaskOutput(task.name, "attributes", len(task.names), list(task.names))
-    if isinstance(task, PoseTask):
-        dim = task.out_dim_total()
-        return TaskOutput(task.name, "pose", dim, list(POSE_CLASS_NAMES) + (["yaw_over_90"] if dim > task.out_dim else []))
-    if isinstance(task, IdentityTask):
-        return TaskOutput(task.name, "identity", task.out_dim, [])
-    if isinstance(task, ClassTask) and task.label_key == "expression":
-        return TaskOutput(task.name, "expression", task.out_dim, list(EXPRESSION_NAMES))
-    return TaskOutput(task.name, task.label_key, task.out_dim, [])
+    """Describe one :class:`~facemtl.tasks.base.Task` as an exported output (its :meth:`export_output`)."""
+    kind, dim, labels = task.export_output()
+    return TaskOutput(task.name, kind, dim, labels)
 
 
 def model_digest(model: Any) -> str:

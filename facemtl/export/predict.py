@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from facemtl.data._rgb import to_rgb
-from facemtl.data.schema import LANDMARK_NAMES
 from facemtl.errors import DataFormatError, MissingFileError
 from facemtl.export.backends import Backend
-from facemtl.export.faces import Face, FaceFinder, FinderConfig, Photo, run_aligned, sigmoid
+from facemtl.export.faces import Face, FaceFinder, FinderConfig, Photo, run_aligned
+from facemtl.tasks.registry import output_kind
 
 log = logging.getLogger(__name__)
 
@@ -107,34 +107,22 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     return np.asarray(rgb)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
 def face_record(face: Face, backend: Backend) -> dict[str, Any]:
-    """One face as a JSON-ready dict (see the module docstring); coordinates in image pixels."""
-    x0, y0, side = face.crop
+    """One face as a JSON-ready dict (see the module docstring); coordinates in image pixels.
+
+    Each output adds the fields its kind's ``read`` gives (:data:`facemtl.tasks.registry.OUTPUTS`);
+    an output of a kind this facemtl does not know adds nothing."""
     rec: dict[str, Any] = {"box": [round(float(v), 2) for v in face.box],
                            "score": None if face.score is None else round(face.score, 4)}
     for t in backend.meta.tasks:
-        y = np.asarray(face.outputs[t.name], dtype=np.float64)
-        if t.kind == "landmarks":
-            pts = y.reshape(5, 2) * side + np.array([x0, y0])
-            rec["landmarks"] = {n: [round(float(a), 2), round(float(b), 2)] for n, (a, b) in zip(LANDMARK_NAMES, pts)}
-        elif t.kind == "attributes":
-            rec.setdefault("attributes", {}).update({n: round(float(p), 4) for n, p in zip(t.labels, sigmoid(y))})
-        elif t.kind in ("expression", "pose"):
-            probs = _softmax(y[:5] if t.kind == "pose" else y)
-            labels = t.labels[: len(probs)]
-            k = int(probs.argmax())
-            entry: dict[str, Any] = {"label": labels[k], "probability": round(float(probs[k]), 4),
-                                     "probabilities": {n: round(float(p), 4) for n, p in zip(labels, probs)}}
-            if t.kind == "pose" and len(y) > 5:
-                entry["yaw"] = round(float(y[5]) * 90.0, 2)
-            rec[t.kind] = entry
-        elif t.kind == "identity":
-            rec["embedding"] = [round(float(v), 5) for v in y]
+        kind = output_kind(t.kind)
+        if kind is None:
+            continue
+        for key, value in kind.read(np.asarray(face.outputs[t.name], dtype=np.float64), t.labels, face.crop).items():
+            if isinstance(value, dict) and isinstance(rec.get(key), dict):
+                rec[key].update(value)  # two attribute tasks share one "attributes" field
+            else:
+                rec[key] = value
     return rec
 
 

@@ -97,13 +97,6 @@ class MultiTaskModel(nn.Module):
         """Every parameter but those of the heads and criteria (the trunk's)."""
         return [p for n, p in self.named_parameters() if not n.startswith(("heads.", "criteria."))]
 
-    def task_parameters(self, task: str) -> list[nn.Parameter]:
-        """Parameters of one task's head (and criterion)."""
-        params = list(self.heads[task].parameters())
-        if task in self.criteria:
-            params += list(self.criteria[task].parameters())
-        return params
-
     def criterion(self, task: str) -> nn.Module | None:
         return self.criteria[task] if task in self.criteria else None
 

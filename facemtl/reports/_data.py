@@ -101,8 +101,6 @@ class LabelAdapter:
 
 def label_check(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> tuple[list, dict[str, str]]:
     """(tasks the split has labels for, {task: why skipped}) for a model's tasks on a cache."""
-    from facemtl.tasks.kinds import AttributesTask
-
     rows = cache.indices(split)
     if len(rows) == 0:
         raise ConfigError(f"cache {cache.path} has no samples in split '{split}'; choose another --split.")
@@ -111,11 +109,11 @@ def label_check(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> t
         if t.label_key not in cache.labels or not cache.has_label(t.label_key)[rows].any():
             skipped[t.name] = f"no '{t.label_key}' labels in split '{split}' of {cache.path.name}"
             continue
-        if isinstance(t, AttributesTask):
-            cols = adapter.attributes(cache.labels["attributes"][rows])[:, list(t.columns)]
-            if not (cols >= 0).any():
-                skipped[t.name] = f"none of its attributes ({', '.join(t.names[:5])}{'...' if len(t.names) > 5 else ''}) is labelled in {cache.path.name}"
-                continue
+        labels = cache.labels[t.label_key][rows]
+        why = t.unlabelled_reason(adapter.attributes(labels) if t.label_key == "attributes" else labels)
+        if why is not None:
+            skipped[t.name] = f"{why} in {cache.path.name}"
+            continue
         keep.append(t)
     if not keep:
         labelled = [k for k in cache.labels if cache.has_label(k)[rows].any()]

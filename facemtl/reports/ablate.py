@@ -15,7 +15,7 @@ trained with other settings is an error (use another ``--out``). The report file
 only after every run has finished.
 
 Delta-m% (Maninis et al. 2019; :func:`facemtl.metrics.delta_m`) of a configuration compares the
-headline metric of each of its tasks (:data:`facemtl.reports.evaluate.HEADLINE`: balanced
+headline metric of each of its tasks (its report section's, :data:`facemtl.tasks.registry.SECTIONS`: balanced
 accuracy for attributes, NME for landmarks, accuracy for classes and detection, verification
 AUC for identity) with that task's single-task run in the same ablation, averaged over seeds:
 ``100/T * sum_i (-1)^[higher is better] (M_i - S_i) / |S_i|``. Lower is better; negative = the
@@ -41,17 +41,12 @@ from facemtl.errors import ConfigError, DataFormatError
 from facemtl.metrics import delta_m, plots
 from facemtl.reports._io import safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.ablation_plan import Configuration, Plan
+from facemtl.tasks.registry import lower_is_better_metrics, section
 from facemtl.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 RESULT = "result.json"
-#: metrics per task kind that the ablation table shows (the first is the headline)
-TABLE_METRICS = {
-    "landmarks": ("nme", "failure_rate"), "attributes": ("balanced_accuracy", "f1"), "classes": ("accuracy",),
-    "detection": ("accuracy", "box_iou"), "identity": ("verification_auc", "eer"),
-}
-LOWER = {"nme", "failure_rate", "eer", "yaw_mae_deg", "nme_median"}
 # settings that may differ between a finished run and a rerun without changing what it learned
 _IGNORED = {"out", "name", "description", "train.device", "train.compile", "data.num_workers", "data.in_memory",
             "data.prepare_if_missing"}
@@ -196,8 +191,9 @@ def _columns(plan: Plan, results: list[dict[str, Any]]) -> list[tuple[str, str, 
         kinds.update(r["kinds"])
     cols = []
     for t in plan.tasks:
-        for m in TABLE_METRICS.get(kinds.get(t, ""), ()):
-            cols.append((t, m, m not in LOWER))
+        sec = section(kinds.get(t, ""))  # the metrics each task's report section tabulates, headline first
+        for m in sec.table if sec is not None else ():
+            cols.append((t, m, sec.higher_is_better(m)))
     return cols
 
 
@@ -267,6 +263,7 @@ def markdown_table(df: pd.DataFrame) -> pd.DataFrame:
 def write_report(out: Path, plan: Plan, df: pd.DataFrame, results: list[dict[str, Any]]) -> None:
     """ablation.csv / .md / .json and the plots, all moved into ``out`` together."""
     cols = [c for c in df.columns if "/" in c and not c.endswith(" std")]
+    lower = lower_is_better_metrics()
     figures = []
     with staged_dir(out, last=("ablation.json",)) as tmp:
         write_csv(df, tmp / "ablation.csv")
@@ -275,7 +272,7 @@ def write_report(out: Path, plan: Plan, df: pd.DataFrame, results: list[dict[str
             if len(sub) < 1:
                 continue
             name = f"plot_{safe_name(col.replace('/', '_'))}.png"
-            arrow = "lower is better" if col.split("/")[1] in LOWER else "higher is better"
+            arrow = "lower is better" if col.split("/")[1] in lower else "higher is better"
             plots.plot_bars(sub.reset_index(), col, f"{col} std" if sub[f"{col} std"].notna().any() else None, tmp / name,
                             title=f"{col}, {arrow}", label_col="configuration")
             figures.append(name)

@@ -63,19 +63,9 @@ class CorrelateResult:
 
 # -- 1. head weights ------------------------------------------------------------------------------
 def _row_names(task) -> list[str]:
-    from facemtl.tasks.kinds import AttributesTask, ClassTask, DetectionTask, LandmarksTask, PoseTask
-
-    if isinstance(task, LandmarksTask):
-        return [f"{task.name}[{schema.LANDMARK_NAMES[k // 2]}.{'xy'[k % 2]}]" for k in range(10)]
-    if isinstance(task, AttributesTask):
-        return [task.name] if len(task.names) == 1 else [f"{task.name}[{a}]" for a in task.names]
-    if isinstance(task, DetectionTask):
-        return [f"{task.name}[{n}]" for n in ("face", "x", "y", "w", "h")]
-    if isinstance(task, PoseTask):
-        return [f"{task.name}[{n}]" for n in (*schema.POSE_CLASS_NAMES, "yaw")]
-    if isinstance(task, ClassTask):
-        return [f"{task.name}[{n}]" for n in schema.EXPRESSION_NAMES] if task.label_key == "expression" else []
-    return []
+    """``task[output]`` for each row of the head (a one-output head is named by the task alone)."""
+    names = task.output_names()
+    return [task.name] if len(names) == 1 else [f"{task.name}[{n}]" for n in names]
 
 
 def head_vectors(model, tasks, reduce: str = "norm", stage: int = -1) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -121,8 +111,6 @@ def cross_task(matrix: pd.DataFrame) -> pd.DataFrame:
 # -- 2. labels ------------------------------------------------------------------------------------
 def label_frame(cache: FaceCache, split: str, tasks, all_labels: bool = False) -> pd.DataFrame:
     """One column per label quantity of the split (NaN = unknown), for the tasks' labels."""
-    from facemtl.tasks.kinds import AttributesTask, ClassTask, LandmarksTask, PoseTask
-
     rows = cache.indices(split)
     lab = {k: v[rows] for k, v in cache.labels.items()}
     cols: dict[str, np.ndarray] = {}
@@ -132,10 +120,10 @@ def label_frame(cache: FaceCache, split: str, tasks, all_labels: bool = False) -
             a = lab["attributes"][:, cache.attribute_names.index(name)].astype(float)
             cols[label] = np.where(a >= 0, a, np.nan)
 
-    want = {type(t) for t in tasks}
+    want = {t.label_key for t in tasks}
     # one column per attribute: a single-attribute task (smile) names it, else the attribute does
     seen: set[str] = set()
-    attr_tasks = [t for t in tasks if isinstance(t, AttributesTask)]
+    attr_tasks = [t for t in tasks if t.label_key == "attributes"]
     for t in sorted(attr_tasks, key=lambda t: len(t.names)):
         for a in t.names:
             if a not in seen:
@@ -146,14 +134,14 @@ def label_frame(cache: FaceCache, split: str, tasks, all_labels: bool = False) -
             if a not in seen:
                 attr(a, a)
     # no "face" column: the other labels exist only for faces, so it is constant wherever they are known
-    if (all_labels or PoseTask in want) and "pose" in lab:
+    if (all_labels or "pose_class" in want) and "pose" in lab:
         p = lab["pose"].astype(float)
         cols.update({"pose:yaw": p[:, 0], "pose:|yaw|": np.abs(p[:, 0]), "pose:pitch": p[:, 1], "pose:roll": p[:, 2]})
-    if (all_labels or any(isinstance(t, ClassTask) and t.label_key == "expression" for t in tasks)) and "expression" in lab:
+    if (all_labels or "expression" in want) and "expression" in lab:
         e = lab["expression"]
         for k, n in enumerate(schema.EXPRESSION_NAMES):
             cols[f"expression:{n}"] = np.where(e >= 0, (e == k).astype(float), np.nan)
-    if (all_labels or LandmarksTask in want) and "landmarks" in lab:
+    if (all_labels or "landmarks" in want) and "landmarks" in lab:
         lm = lab["landmarks"].astype(float)
         iod = np.linalg.norm(lm[:, 0] - lm[:, 1], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -28,18 +28,13 @@ from facemtl.reports._data import LabelAdapter, label_check, predict, resolve_da
 from facemtl.reports._io import fmt, safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.scenes import ScanConfig, scan_scenes
 from facemtl.reports.task_reports import FAIL_AT, NME_NORM, TaskReport, task_report
+from facemtl.tasks.registry import output_kind
 from facemtl.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 FORMAT = "facemtl-evaluation"
 VERSION = 1
-
-#: metric of each task kind that ablation tables and Delta-m use, and whether higher is better
-HEADLINE = {
-    "attributes": ("balanced_accuracy", True), "landmarks": ("nme", False), "detection": ("accuracy", True),
-    "identity": ("verification_auc", True), "classes": ("accuracy", True),
-}
 
 DEFINITIONS = {
     "nme": f"mean over the 5 points of ||pred - target|| / inter-ocular distance ({NME_NORM}: between the two eye landmarks, i.e. eye centres), averaged over faces",
@@ -134,13 +129,14 @@ def evaluate(
             skipped[t.name] = r
             continue
         reports.append(r)
-    _identity_note(reports, cache, split)
+    by_name = {t.name: t for t in keep}
+    _identity_note([r for r in reports if by_name[r.task].label_key == "identity"], cache, split)
+    finders = [r for r in reports if _finds_faces(by_name[r.task])]
     if real_check:
-        for r in reports:
-            if r.kind == "detection":
-                r.notes.append(LFW_SUBSET_NOTE)
+        for r in finders:
+            r.notes.append(LFW_SUBSET_NOTE)
     if scenes:
-        _add_scenes(reports, model, cache, split, dev, scan)
+        _add_scenes(finders, model, cache, split, dev, scan)
     if not reports:
         raise_no_metrics(skipped, path, split)
 
@@ -182,9 +178,7 @@ def evaluate(
 
 def require_detection(tasks, source: Path) -> None:
     """The LFW-subset check measures face / non-face classification: refuse a model without a detection head."""
-    from facemtl.tasks.kinds import DetectionTask
-
-    if not any(isinstance(t, DetectionTask) for t in tasks):
+    if not any(_finds_faces(t) for t in tasks):
         from facemtl.errors import ConfigError
 
         raise ConfigError(
@@ -192,6 +186,11 @@ def require_detection(tasks, source: Path) -> None:
             f"only {', '.join(t.name for t in tasks)}; evaluate a run trained with detection (recipes default and "
             "mcfa have it, or `facemtl train --tasks detection,...`)."
         )
+
+
+def _finds_faces(task) -> bool:
+    kind = output_kind(task.export_output()[0])
+    return kind is not None and kind.finds_faces
 
 
 def lfw_subset_skip_reason(task) -> str:
@@ -219,14 +218,12 @@ def mean_shape(cache: FaceCache) -> np.ndarray | None:
 
 
 def _identity_note(reports: list[TaskReport], cache: FaceCache, split: str) -> None:
-    """Say whether verification pairs come from identities held out of training."""
+    """Say whether verification pairs come from identities held out of training (``reports``: the identity tasks')."""
     ids = cache.labels.get("identity")
     if ids is None or split == "train":
         return
     seen = set(np.unique(ids[cache.indices("train")]).tolist()) - {-1}
     for r in reports:
-        if r.kind != "identity":
-            continue
         here = set(np.unique(ids[cache.indices(split)]).tolist()) - {-1}
         overlap = len(here & seen)
         r.info["held_out_identities"] = overlap == 0
@@ -236,9 +233,8 @@ def _identity_note(reports: list[TaskReport], cache: FaceCache, split: str) -> N
 
 
 def _add_scenes(reports: list[TaskReport], model, cache: FaceCache, split: str, device, scan: ScanConfig) -> None:
+    """End-to-end detection on the cache's scenes for ``reports`` (the face / non-face tasks')."""
     for r in reports:
-        if r.kind != "detection":
-            continue
         res = scan_scenes(model, cache, split, device, task=r.task, cfg=scan)
         if res is None:
             r.notes.append(f"no scenes in split '{split}': end-to-end detection not measured")

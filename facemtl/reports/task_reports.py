@@ -34,6 +34,7 @@ from facemtl.metrics import (
 )
 from facemtl.metrics import plots
 from facemtl.metrics.verification import roc_curve
+from facemtl.tasks.registry import SECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TaskReport:
     #: file name -> function writing that PNG
     figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    #: metrics that are lower-is-better
+    #: metrics that are lower-is-better (set by :func:`task_report` from the section's registry entry)
     lower_is_better: tuple[str, ...] = ()
     #: metric -> the same metric of a trivial predictor: the majority class of the evaluated split
     #: (attributes, classes, face / non-face) or the mean training shape (landmarks)
@@ -64,14 +65,20 @@ class TaskReport:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def kind_of(task: Any) -> str:
-    from facemtl.tasks.kinds import AttributesTask, ClassTask, DetectionTask, IdentityTask, LandmarksTask
+#: report section name (a task's ``report_section``, :data:`facemtl.tasks.registry.SECTIONS`) ->
+#: ``builder(task, collected, stem, *, max_pairs, mean_shape) -> TaskReport | str``
+SECTION_BUILDERS: dict[str, Callable[..., "TaskReport | str"]] = {}
 
-    for cls, kind in ((AttributesTask, "attributes"), (LandmarksTask, "landmarks"), (DetectionTask, "detection"),
-                      (IdentityTask, "identity"), (ClassTask, "classes")):
-        if isinstance(task, cls):
-            return kind
-    raise ValueError(f"no report for task '{task.name}' of type {type(task).__name__}.")
+
+def section_builder(name: str) -> Callable[[Callable[..., "TaskReport | str"]], Callable[..., "TaskReport | str"]]:
+    """Decorator registering the report builder of section ``name`` (a name registered twice is refused)."""
+    def deco(fn):
+        if name in SECTION_BUILDERS:
+            raise ValueError(f"report section '{name}' has two builders")
+        SECTION_BUILDERS[name] = fn
+        return fn
+
+    return deco
 
 
 def task_report(task: Any, c: dict[str, np.ndarray], stem: str, max_pairs: int = 6000,
@@ -80,13 +87,15 @@ def task_report(task: Any, c: dict[str, np.ndarray], stem: str, max_pairs: int =
 
     ``mean_shape`` (5, 2): the landmarks' trivial predictor (the mean training shape) whose
     NME, failure rate and CED AUC are reported as the landmarks' baseline."""
-    kind = kind_of(task)
-    fn = {"attributes": _attributes, "landmarks": _landmarks, "detection": _detection, "identity": _identity,
-          "classes": _classes}[kind]
-    kwargs: dict[str, Any] = {"max_pairs": max_pairs} if kind == "identity" else {}
-    if kind == "landmarks":
-        kwargs["mean_shape"] = mean_shape
-    return fn(task, c, stem, **kwargs)
+    fn = SECTION_BUILDERS.get(task.report_section)
+    if fn is None:
+        raise ValueError(f"no report for task '{task.name}' of type {type(task).__name__}: its report_section "
+                         f"'{task.report_section}' has no builder (known: {', '.join(sorted(SECTION_BUILDERS))}).")
+    rep = fn(task, c, stem, max_pairs=max_pairs, mean_shape=mean_shape)
+    if not isinstance(rep, str):
+        lower = SECTIONS.get(task.report_section).lower_is_better
+        rep.lower_is_better = tuple(k for k in rep.metrics if k in lower)
+    return rep
 
 
 def _majority(target: np.ndarray) -> float:
@@ -96,7 +105,8 @@ def _majority(target: np.ndarray) -> float:
 
 
 # -- attributes -----------------------------------------------------------------------------------
-def _attributes(task, c, stem: str) -> TaskReport | str:
+@section_builder("attributes")
+def _attributes(task, c, stem: str, **_: Any) -> TaskReport | str:
     prob, target = c["prob"], c["target"]
     if not (target >= 0).any():
         return "no known attribute label"
@@ -116,7 +126,8 @@ def _attributes(task, c, stem: str) -> TaskReport | str:
 
 
 # -- landmarks ------------------------------------------------------------------------------------
-def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None) -> TaskReport | str:
+@section_builder("landmarks")
+def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None, **_: Any) -> TaskReport | str:
     pred = np.asarray(c["pred"], np.float64).reshape(-1, 5, 2)
     target = np.asarray(c["target"], np.float64).reshape(-1, 5, 2)
     iod = np.linalg.norm(target[:, 0] - target[:, 1], axis=1)
@@ -144,14 +155,15 @@ def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None) -> Task
         baselines = {"nme": float(base.mean()), "nme_median": float(np.median(base)),
                      "failure_rate": failure_rate(base, FAIL_AT), "ced_auc": ced_auc(base, FAIL_AT)}
     rep = TaskReport(task.name, "landmarks", len(errors), metrics, {stem: table, f"{stem}_ced": ced}, notes=notes,
-                     lower_is_better=("nme", "nme_median", "failure_rate"), baselines=baselines)
+                     baselines=baselines)
     rep.figures[f"{stem}_ced.png"] = lambda p: plots.plot_ced(
         {task.name: (thr, frac)}, p, title=f"CED of {task.name} (NME / inter-ocular distance)")
     return rep
 
 
 # -- detection ------------------------------------------------------------------------------------
-def _detection(task, c, stem: str) -> TaskReport | str:
+@section_builder("detection")
+def _detection(task, c, stem: str, **_: Any) -> TaskReport | str:
     known = c["face"] >= 0
     if not known.any():
         return "no face / non-face label"
@@ -181,7 +193,8 @@ def _detection(task, c, stem: str) -> TaskReport | str:
 
 
 # -- identity -------------------------------------------------------------------------------------
-def _identity(task, c, stem: str, max_pairs: int = 6000) -> TaskReport | str:
+@section_builder("identity")
+def _identity(task, c, stem: str, max_pairs: int = 6000, **_: Any) -> TaskReport | str:
     emb, ids = c["embedding"], c["target"]
     if len(np.unique(ids)) < 2:
         return "fewer than 2 identities in the split"
@@ -199,7 +212,7 @@ def _identity(task, c, stem: str, max_pairs: int = 6000) -> TaskReport | str:
     if n_pairs // 2 < 1000:
         notes.append(f"only {n_pairs // 2} impostor pairs: TAR at FAR 1e-3 rests on fewer than one false accept")
     table = pd.DataFrame([{**metrics, **info}], index=pd.Index([task.name], name="task"))
-    rep = TaskReport(task.name, "identity", len(ids), metrics, {stem: table}, notes=notes, lower_is_better=("eer",), info=info)
+    rep = TaskReport(task.name, "identity", len(ids), metrics, {stem: table}, notes=notes, info=info)
     rep.figures[f"{stem}_roc.png"] = lambda p: plots.plot_roc({"verification": (fpr, tpr)}, p, title=f"{task.name}: verification ROC", log_fpr=True)
     return rep
 
@@ -212,21 +225,19 @@ def _pair_counts(ids: np.ndarray) -> int:
 
 
 # -- expression and pose classes ------------------------------------------------------------------
-def _classes(task, c, stem: str) -> TaskReport | str:
+@section_builder("classes")
+def _classes(task, c, stem: str, **_: Any) -> TaskReport | str:
     if not len(c["target"]):
         return "no class label"
-    names = schema.POSE_CLASS_NAMES if task.label_key == "pose_class" else (
-        schema.EXPRESSION_NAMES if task.label_key == "expression" else tuple(str(i) for i in range(task.out_dim)))
+    names = task.class_names()
     m = multiclass_metrics(c["pred"], c["target"], task.out_dim)
     metrics = {"accuracy": m["accuracy"], "macro_recall": m["macro_recall"]}
-    lower: tuple[str, ...] = ()
     if "yaw" in c and len(c["yaw"]):
         metrics["yaw_mae_deg"] = float(np.abs(c["yaw_pred"] - c["yaw"]).mean())
-        lower = ("yaw_mae_deg",)
     table = pd.DataFrame({"recall": m["per_class_recall"], "support": m["support"]}, index=pd.Index(names, name="class"))
     confusion = pd.DataFrame(m["confusion"], index=pd.Index(names, name="true"), columns=list(names))
     baselines = {"accuracy": _majority(c["target"]), "macro_recall": 1.0 / int((m["support"] > 0).sum())}
     rep = TaskReport(task.name, "classes", int(m["support"].sum()), metrics, {stem: table, f"{stem}_confusion": confusion},
-                     lower_is_better=lower, baselines=baselines)
+                     baselines=baselines)
     rep.figures[f"{stem}_confusion.png"] = lambda p: plots.plot_confusion(m["confusion"], names, p, title=f"{task.name}: confusion matrix")
     return rep

@@ -4,12 +4,17 @@ A task knows which label of the cache it reads (``label_key``), how to build its
 of the shared features, how to compute a loss that ignores samples without a label (returning
 ``None`` when the batch has no labelled sample at all, so the task contributes nothing), and how
 to turn accumulated outputs into validation metrics. Models never compute losses.
+
+A task also describes itself to export and the reports (:mod:`facemtl.tasks.registry`): its
+``report_section`` (which evaluation report it gets, hence its headline metric and direction),
+:meth:`Task.export_output` (kind, width and column names of its exported output) and
+:meth:`Task.output_names` (short names of its head's rows, for ``correlate``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,10 +57,11 @@ class Task:
     name: str
     label_key: str
     out_dim: int
-    higher_is_better: bool = True
-    primary_metric: str = "accuracy"
     hidden: int = 0  # 0: linear head; >0: one hidden layer of this width
     options: dict[str, Any] = field(default_factory=dict)
+
+    #: the report this task gets in ``evaluate`` and ``ablate`` (a :data:`~facemtl.tasks.registry.SECTIONS` name)
+    report_section: ClassVar[str] = ""
 
     # -- model side ----------------------------------------------------------------------------
     def build_head(self, in_features: int) -> nn.Module:
@@ -87,6 +93,22 @@ class Task:
 
     def metrics(self, collected: dict[str, np.ndarray]) -> dict[str, float]:
         raise NotImplementedError
+
+    # -- self-description (facemtl.tasks.registry) --------------------------------------------
+    def export_output(self) -> tuple[str, int, list[str]]:
+        """(kind, width, column names) of the exported output; ``kind`` is an
+        :data:`~facemtl.tasks.registry.OUTPUTS` name (how ``predict`` reads it)."""
+        return self.label_key, self.out_dim, []
+
+    def output_names(self) -> list[str]:
+        """Short name of each row of the head's last linear layer; [] when the rows are not
+        outputs of their own (an embedding)."""
+        return []
+
+    def unlabelled_reason(self, labels: np.ndarray) -> str | None:
+        """Why this task cannot be measured on ``labels`` (the rows of its ``label_key`` in the
+        model's layout, at least one of them known), or None when it can."""
+        return None
 
     def describe(self) -> str:
         return f"{self.name} ({type(self).__name__}, {self.out_dim} outputs)"

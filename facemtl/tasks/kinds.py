@@ -51,15 +51,21 @@ class AttributesTask(Task):
     columns: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
 
+    report_section = "attributes"
+
+    def export_output(self):
+        return "attributes", len(self.names), list(self.names)
+
+    def output_names(self):
+        return list(self.names)
+
+    def unlabelled_reason(self, labels):
+        if (labels[:, list(self.columns)] >= 0).any():
+            return None
+        return f"none of its attributes ({', '.join(self.names[:5])}{'...' if len(self.names) > 5 else ''}) is labelled"
+
     def mask(self, batch):
         return (batch["attributes"][:, list(self.columns)] >= 0).any(1)
-
-    def per_output_losses(self, output: Tensor, batch) -> Tensor:
-        """(K,) mean BCE of each attribute over its known entries (used by per-attribute weighting)."""
-        target = batch["attributes"][:, list(self.columns)]
-        known = (target >= 0).to(output.dtype)
-        per = F.binary_cross_entropy_with_logits(output.float(), target.float().clamp(min=0), reduction="none")
-        return (per * known).sum(0) / known.sum(0).clamp(min=1.0)
 
     def loss(self, output, batch, criterion=None):
         target = batch["attributes"][:, list(self.columns)]
@@ -126,6 +132,14 @@ class LandmarksTask(Task):
 
     Metric: NME, mean point-to-point error divided by the inter-ocular distance (between the two
     eye landmarks, i.e. eye centres), and the failure rate (NME > 0.10)."""
+
+    report_section = "landmarks"
+
+    def export_output(self):
+        return "landmarks", 10, [f"{n}_{c}" for n in schema.LANDMARK_NAMES for c in "xy"]
+
+    def output_names(self):
+        return [f"{schema.LANDMARK_NAMES[k // 2]}.{'xy'[k % 2]}" for k in range(10)]
 
     def __post_init__(self) -> None:
         kind = self.options.get("loss", "nme")
@@ -194,6 +208,14 @@ class DetectionTask(Task):
     averaged over the 4 numbers in units of :data:`COORD_SCALE`. The head's outputs are the raw
     logit and the box in [0, 1] image coordinates."""
 
+    report_section = "detection"
+
+    def export_output(self):
+        return "detection", 5, ["face_logit", "x", "y", "w", "h"]
+
+    def output_names(self):
+        return ["face", "x", "y", "w", "h"]
+
     def build_head(self, in_features):
         from facemtl.tasks.base import linear_head
 
@@ -242,6 +264,22 @@ class _DetectionOut(nn.Module):
 class ClassTask(Task):
     """A single-label classification over ``out_dim`` classes (expression, pose class)."""
 
+    report_section = "classes"
+
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the ``out_dim`` classes, in output order."""
+        if self.label_key == "expression":
+            return schema.EXPRESSION_NAMES
+        return tuple(str(i) for i in range(self.out_dim))
+
+    def export_output(self):
+        if self.label_key == "expression":
+            return "expression", self.out_dim, list(self.class_names())
+        return self.label_key, self.out_dim, []
+
+    def output_names(self):
+        return list(self.class_names()) if self.label_key == "expression" else []
+
     def mask(self, batch):
         return batch[self.label_key] >= 0
 
@@ -265,6 +303,16 @@ class ClassTask(Task):
 @dataclass
 class PoseTask(ClassTask):
     """TCDCN's 5 head-pose classes plus (``yaw=True``) yaw regression in units of 90 degrees."""
+
+    def class_names(self):
+        return schema.POSE_CLASS_NAMES
+
+    def export_output(self):
+        dim = self.out_dim_total()
+        return "pose", dim, list(schema.POSE_CLASS_NAMES) + (["yaw_over_90"] if dim > self.out_dim else [])
+
+    def output_names(self):
+        return [*schema.POSE_CLASS_NAMES, "yaw"]
 
     def loss(self, output, batch, criterion=None):
         cls = super().loss(output, batch)
@@ -313,6 +361,11 @@ class IdentityTask(Task):
     The classifier and centres live in :meth:`build_criterion` (not exported with the network)."""
 
     num_classes: int = 0
+
+    report_section = "identity"
+
+    def export_output(self):
+        return "identity", self.out_dim, []
 
     def build_head(self, in_features):
         return nn.Sequential(nn.Linear(in_features, self.out_dim), nn.BatchNorm1d(self.out_dim))

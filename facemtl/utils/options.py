@@ -1,23 +1,29 @@
-"""The one parser of on/off option values (recipes, ``--set``, weighting and model options)."""
+"""One parser for yes/no settings, so every option reads "1/true/yes/on" and "0/false/no/off" alike."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
-def parse_bool(value: Any) -> bool:
-    """``True``/``False`` from a bool, a number or one of 1/true/yes/on and 0/false/no/off (any case);
-    ValueError for anything else, which callers turn into their own message."""
+def parse_bool(value: str | bool | int) -> bool:
+    """True for 1/true/yes/on, False for 0/false/no/off (any case, surrounding spaces ignored);
+    a bool or the ints 0 and 1 pass through. Anything else raises :class:`ValueError` naming the
+    accepted words (callers turn it into a :class:`~facemtl.errors.ConfigError` that says where)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in TRUE:
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
         return True
-    if text in FALSE:
+    if word in FALSE_WORDS:
         return False
-    raise ValueError(f"{value!r} is not on/off (use one of {', '.join(TRUE)} or {', '.join(FALSE)})")
+    raise ValueError(f"{value!r} is not a yes/no value; use one of {', '.join(TRUE_WORDS + FALSE_WORDS)}.")
+
+
+def parse_bool_or_auto(value: str | bool | int) -> bool | Literal["auto"]:
+    """``"auto"`` (any case) stays ``"auto"``; anything else as :func:`parse_bool`."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return parse_bool(value)
