@@ -30,6 +30,7 @@ demo: $(STAMP)
 	@echo "(or call $(BIN)/facemtl directly); then: facemtl --help, facemtl evaluate $(DEMO_RUN)"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
 
 test-slow: $(STAMP)

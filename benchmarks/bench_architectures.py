@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--architectures", default=",".join(["hps", *[a for a in ARCHITECTURES.names() if a != "hps"]]))
     ap.add_argument("--write", type=Path, help="update this markdown file's section for this device")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); on a shared CPU, "
+                    "fewer threads than cores avoids the oversubscription that made steps 10x slower")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.width is not None and args.backbone == "small":
         args.width = int(args.width)
     device = torch.device(args.device)

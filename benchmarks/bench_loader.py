@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -122,7 +121,7 @@ def main() -> None:
     print(f"{cache.num_samples} SynthFaces images, {S}x{S}, batch {B}, one shuffled epoch; contiguous read of the cache: {r_contig:,.0f} images/s\n")
     print("| workers | JPEG + torchvision (img/s) | facemtl streaming (img/s) | facemtl in-memory, 1st epoch incl. load (img/s) | facemtl in-memory, later epochs (img/s) | streaming / JPEG | in-memory / JPEG | contiguous / streaming |")
     print("|---|---|---|---|---|---|---|---|")
-    for w, n, rb, rs, rm1, rm in rows:
+    for w, _n, rb, rs, rm1, rm in rows:
         print(f"| {w} | {rb:,.0f} | {rs:,.0f} | {rm1:,.0f} | {rm:,.0f} | {rs / rb:.1f}x | {rm / rb:.1f}x | {r_contig / rs:.2f}x |")
     print("\n(in-memory mode reads in the main process; its worker count does not apply)")
 

@@ -89,8 +89,8 @@ def _peak_mb(device: torch.device) -> float:
 
 def run_one(setup: str, name: str, mode: str | None, steps: int, batch: int, device: str = "cpu",
             lib: str = "facemtl", libmtl: str | None = None) -> dict:
-    from facemtl.data.synth import SYNTH_ATTRIBUTES
     from facemtl.data.schema import CELEBA_ATTRIBUTES
+    from facemtl.data.synth import SYNTH_ATTRIBUTES
     from facemtl.engine.steps import task_losses
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
@@ -215,9 +215,9 @@ def main() -> None:
         rows, lib_rows = [], {}
         for name, mode in jobs:  # interleaved: each strategy's LibMTL run right after facemtl's
             rows.append(one("facemtl", setup, name, mode))
-            if args.libmtl and name in LIBMTL and mode in ("params", "default") and (name, mode) not in lib_rows:
-                if name == "ew" or mode == "params":
-                    lib_rows[name] = one("libmtl", setup, name, "params" if name != "ew" else "default")
+            wanted = args.libmtl and name in LIBMTL and mode in ("params", "default") and (name, mode) not in lib_rows
+            if wanted and (name == "ew" or mode == "params"):
+                lib_rows[name] = one("libmtl", setup, name, "params" if name != "ew" else "default")
         ew = next(r for r in rows if r["strategy"] == "ew")
         lew = lib_rows.get("ew", {})
         print(f"### {setup} ({SETUPS[setup]['backbone']}, {'40 attribute tasks' if setup == 'celeba40' else '6 face tasks'}); "

@@ -19,6 +19,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}  # former names, still accepted (runs and recipes that use them)
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -29,9 +30,17 @@ class Registry(Generic[T]):
 
         return deco
 
+    def alias(self, old: str, name: str) -> None:
+        """Accept ``old`` (a former name) for ``name``; it is not listed by :meth:`names`."""
+        self._aliases[old] = name
+
+    def resolve(self, name: str) -> str:
+        """The registered name of ``name`` (itself, or what a former name now reads)."""
+        return self._aliases.get(name, name)
+
     def get(self, name: str) -> T:
         try:
-            return self._items[name]
+            return self._items[self.resolve(name)]
         except KeyError:
             raise UnknownNameError(self.kind, name, self.names()) from None
 
@@ -46,7 +55,7 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -38,10 +38,9 @@ def evaluate(
     from dataclasses import replace
 
     from facemtl.errors import ConfigError
-    from facemtl.reports.evaluate import LFW_SUBSET
-    from facemtl.reports.evaluate import evaluate as run_eval
-    from facemtl.reports.evaluate import headline_table
     from facemtl.reports._io import fmt
+    from facemtl.reports.evaluate import LFW_SUBSET, headline_table
+    from facemtl.reports.evaluate import evaluate as run_eval
     from facemtl.reports.scenes import ScanConfig
 
     if batch_size < 1 or max_pairs < 2 or max_scenes < 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-
 from typer.core import TyperGroup
 
 from facemtl import __version__
@@ -75,12 +74,16 @@ app.add_typer(prepare.app, name="prepare", cls=Group)
 app.command("info")(info.info)
 app.command("train")(train.train)
 
-from facemtl.cli import export as _export, predict as _predict  # noqa: E402
+from facemtl.cli import export as _export
+from facemtl.cli import predict as _predict
 
 app.command("export")(_export.export)
 app.command("predict")(_predict.predict)
 
-from facemtl.cli import ablate as _ablate, correlate as _correlate, evaluate as _evaluate, plot as _plot  # noqa: E402
+from facemtl.cli import ablate as _ablate
+from facemtl.cli import correlate as _correlate
+from facemtl.cli import evaluate as _evaluate
+from facemtl.cli import plot as _plot
 
 app.command("evaluate")(_evaluate.evaluate)
 app.command("ablate")(_ablate.ablate)

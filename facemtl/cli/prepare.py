@@ -55,6 +55,6 @@ def synthetic(
     console.print(f"wrote [bold]{path}[/]; inspect it with [cyan]facemtl info {path}[/]")
 
 
-from facemtl.cli import prepare_real  # noqa: E402  (the real-dataset commands join this app)
+from facemtl.cli import prepare_real  # noqa: E402  (registers its commands on this module's app)
 
 prepare_real.register(app)

@@ -145,7 +145,7 @@ class CacheWriter:
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         # one writer per shared <out>.partial: InUseError names the other (a writer given a unique
         # temporary folder, as lfw_subset's, needs no lock)
         self._lock = cache_lock(self.path).acquire() if self.tmp == partial_path(self.path) else None
@@ -160,7 +160,7 @@ class CacheWriter:
         if lock is not None:
             lock.release()
 
-    def _start(self) -> "CacheWriter":
+    def _start(self) -> CacheWriter:
         check_writable_target(self.path, force=self.force, what="cache")  # again, under the lock
         if not (self.resume and self._reopen()):
             self._clear()

@@ -126,7 +126,7 @@ class MTFLRecord:
 def mtfl_line(path: str, r: MTFLRecord) -> str:
     xs = " ".join(f"{v:.6g}" for v in r.landmarks[:, 0])
     ys = " ".join(f"{v:.6g}" for v in r.landmarks[:, 1])
-    code = lambda b: 1 if b else 2  # noqa: E731  (MTFL: 1 yes, 2 no)
+    code = lambda b: 1 if b else 2
     return f" {path} {xs} {ys} {code(r.male)} {code(r.smiling)} {code(r.glasses)} {int(r.pose)}"
 
 

@@ -21,14 +21,14 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from facemtl.data.augment import AugmentConfig
-from facemtl.utils.options import parse_bool
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 from facemtl.utils.options import parse_bool, parse_bool_or_auto
 
@@ -87,7 +87,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    schedule: str = "cosine"  # cosine | step | seed004 | constant
+    schedule: str = "cosine"  # cosine | step | inverse-epoch | constant
     step_size: int = 10
     gamma: float = 0.1
     warmup_steps: int = 0
@@ -124,7 +124,7 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
         return _from_dict(cls, d, where)
 
     def digest(self) -> str:
@@ -138,9 +138,9 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise :class:`ConfigError` for a value out of its range (the first one found); returns self."""
-        from facemtl.engine.schedules import SCHEDULES
+        from facemtl.engine.schedules import SCHEDULE_ALIASES, SCHEDULES
 
         t, d = self.train, self.data
         checks = [  # (setting, value, holds, what it must be)
@@ -169,7 +169,7 @@ class RunConfig:
                 raise ConfigError(f"{key}{f' ({flag})' if flag else ''} must be {must}, got {value!r}.")
         if t.optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"Invalid optimizer '{t.optimizer}'. Only adamw and sgd are supported.")
-        if t.schedule not in SCHEDULES:
+        if t.schedule not in SCHEDULES and t.schedule not in SCHEDULE_ALIASES:
             raise UnknownNameError("schedule", t.schedule, SCHEDULES)
         if t.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"Invalid amp '{t.amp}'. Use auto, bf16, fp16 or off.")

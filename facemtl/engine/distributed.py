@@ -46,7 +46,7 @@ def setup(device_request: str = "auto") -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_request in ("auto", "cuda") or device_request.startswith("cuda")
+    use_cuda = (torch.cuda.is_available() and device_request in ("auto", "cuda")) or device_request.startswith("cuda")
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local)

@@ -52,8 +52,19 @@ from facemtl.utils.lock import run_lock
 from facemtl.utils.options import parse_bool_or_auto
 from facemtl.utils.seed import rng_state, set_rng_state, setup_seed
 
-__all__ = ["Callbacks", "TrainResult", "train", "build_run", "train_one_epoch", "train_step", "end_epoch",
-           "input_plan", "make_inputs", "task_losses", "evaluate_split"]
+__all__ = [
+    "Callbacks",
+    "TrainResult",
+    "build_run",
+    "end_epoch",
+    "evaluate_split",
+    "input_plan",
+    "make_inputs",
+    "task_losses",
+    "train",
+    "train_one_epoch",
+    "train_step",
+]
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class ParityReport:
     def failures(self) -> list[str]:
         return [k for k in self.max_abs_diff if not self.max_abs_diff[k] <= self.bound[k]]
 
-    def merge(self, other: "ParityReport", prefix: str = "") -> None:
+    def merge(self, other: ParityReport, prefix: str = "") -> None:
         for k, v in other.max_abs_diff.items():
             self.max_abs_diff[prefix + k] = v
             self.bound[prefix + k] = other.bound[k]

@@ -2,7 +2,7 @@
 
 ``build_model(backbone, tasks, input_size=..., weights=..., architecture=..., **options)`` is the
 one entry point. Architectures (``ARCHITECTURES.names()``): see :mod:`facemtl.models.architectures`.
-Backbones (``BACKBONES.names()``): ``small`` (fast default), ``seed004``, ``tcdcn``, ``famo9``,
+Backbones (``BACKBONES.names()``): ``small`` (fast default), ``gender-glasses`` (seed 004; ``seed004`` still accepted), ``tcdcn``, ``famo9``,
 ``vgg16``, ``resnet18``, ``resnet50`` and ``mcfa`` (the cascade, a :class:`CascadeModel`).
 
 Every model takes float RGB in [0, 1], NCHW, at exactly the sizes of ``model.input_spec``; it
@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from facemtl.models import cnn as _cnn  # noqa: F401  (registers backbones)
-from facemtl.models import vgg_resnet as _vgg_resnet  # noqa: F401
+from facemtl.models import cnn as _cnn  # noqa: F401  (registers)
+from facemtl.models import vgg_resnet as _vgg_resnet  # noqa: F401  (registers)
 from facemtl.models._backbone import BACKBONES, Backbone, Preprocess, check_options, feature_info
-from facemtl.models.architectures import ARCHITECTURES, check_architecture, list_architectures
 from facemtl.models._weights import load_shared_weights
+from facemtl.models.architectures import ARCHITECTURES, check_architecture, list_architectures
 from facemtl.models.cascade import CascadeModel, CascadeResult, CascadeSpec, CascadeStage
 from facemtl.models.multitask import MultiTaskModel
 from facemtl.tasks.base import Task
@@ -50,7 +50,7 @@ def build_model(
 ) -> MultiTaskModel:
     """Build backbone ``backbone`` (random init, or its shared part from ``weights``) with one head per task.
 
-    ``input_size`` defaults to the backbone's own (``small`` 64, ``seed004`` 50, ``tcdcn`` 40,
+    ``input_size`` defaults to the backbone's own (``small`` 64, ``gender-glasses`` 50, ``tcdcn`` 40,
     ``famo9`` 64, ``vgg16`` 224, ``resnet*`` 112, ``mcfa`` 224 = L_Net's); a size the backbone
     cannot take raises :class:`~facemtl.errors.ConfigError` saying which work. Unknown backbone
     names raise :class:`~facemtl.errors.UnknownNameError`, unknown options ``ConfigError``, and

@@ -1,4 +1,4 @@
-"""Small plain CNN backbones: ``seed004``, ``tcdcn``, ``small`` and ``famo9``.
+"""Small plain CNN backbones: ``gender-glasses`` (seed 004), ``tcdcn``, ``small`` and ``famo9``.
 
 Parameter counts below are exact for the default options (``describe()`` reports them for any).
 """
@@ -9,13 +9,21 @@ from torch import Tensor, nn
 
 from facemtl.errors import ConfigError
 from facemtl.models._backbone import (
-    BACKBONES, GREY_MEAN, GREY_STD, Backbone, conv_bn_relu, init_relu_net, probe_shape, resolve_size, size_error,
+    BACKBONES,
+    GREY_MEAN,
+    GREY_STD,
+    Backbone,
+    conv_bn_relu,
+    init_relu_net,
+    probe_shape,
+    resolve_size,
+    size_error,
 )
 
 
 # -- seed 004: gender + eyeglasses CNN -------------------------------------------------------------
-@BACKBONES.register("seed004")
-def seed004(
+@BACKBONES.register("gender-glasses")
+def gender_glasses_cnn(
     input_size: int | None = None, *, shared_blocks: int = 1, channels: tuple[int, ...] = (32, 64, 128), fc: int = 145,
 ) -> Backbone:
     """Seed 004's hard-parameter-sharing CNN: 50x50 grey input, 3x3 convs (stride 1, ReLU) each
@@ -31,11 +39,11 @@ def seed004(
     ``shared_blocks`` (1..len(channels)) moves the split point: with 3 every conv is shared and
     each branch is just the fc layer (1,429,574 parameters for two binary tasks).
     """
-    size = resolve_size("seed004", input_size, 50)
+    size = resolve_size("gender-glasses", input_size, 50)
     if size != 50:
-        raise size_error("seed004", size, "it takes 50x50 only (its fc layer is sized for it); leave input_size unset")
+        raise size_error("gender-glasses", size, "it takes 50x50 only (its fc layer is sized for it); leave input_size unset")
     if not 1 <= shared_blocks <= len(channels):
-        raise ConfigError(f"backbone 'seed004': shared_blocks={shared_blocks}, it must be in 1..{len(channels)}.")
+        raise ConfigError(f"backbone 'gender-glasses': shared_blocks={shared_blocks}, it must be in 1..{len(channels)}.")
     blocks: list[nn.Module] = []
     cin = 1
     for c in channels:
@@ -188,3 +196,6 @@ def famo9(input_size: int | None = None, *, width: float = 1.0, fc: int = 512) -
     pools = [i for i, m in enumerate(layers) if isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d))]
     return Backbone(trunk, fc, size, 3, options={"width": width, "fc": fc}, stages=(pools[0], pools[1], pools[2], pools[3] - 1),
                     stage_channels=(c[0], c[1], c[2], c[3]))
+
+
+BACKBONES.alias("seed004", "gender-glasses")  # its name before 0.2

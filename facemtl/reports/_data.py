@@ -76,7 +76,7 @@ class LabelAdapter:
     attr_index: np.ndarray | None  # (A_model,) column of the cache for each model attribute, -1 absent
 
     @classmethod
-    def build(cls, model_attrs: tuple[str, ...] | list[str], cache: FaceCache) -> "LabelAdapter":
+    def build(cls, model_attrs: tuple[str, ...] | list[str], cache: FaceCache) -> LabelAdapter:
         if list(model_attrs) == list(cache.attribute_names):
             return cls(None)
         idx = np.array([cache.attribute_names.index(a) if a in cache.attribute_names else -1 for a in model_attrs], np.int64)

@@ -223,7 +223,7 @@ def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows).set_index("configuration")
     heads = {t: (m, hib) for t, m, hib in reversed(cols)}  # first metric of each task = headline
     dm, over = [], []
-    for name, row in df.iterrows():
+    for _name, row in df.iterrows():
         tasks = row["tasks"].split("+")
         mtl, single, hib = {}, {}, {}
         for t in tasks:

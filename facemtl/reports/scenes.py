@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facemtl.data.cache import FaceCache
 from facemtl.data import schema
+from facemtl.data.cache import FaceCache
 from facemtl.metrics import detection_rate_and_fppi, nms
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,18 @@ import pandas as pd
 
 from facemtl.data import schema
 from facemtl.metrics import (
-    attribute_table, average_precision, box_iou_xywh, ced_auc, ced_curve, failure_rate, multiclass_metrics, nme,
-    roc_auc, verification_from_embeddings,
+    attribute_table,
+    average_precision,
+    box_iou_xywh,
+    ced_auc,
+    ced_curve,
+    failure_rate,
+    multiclass_metrics,
+    nme,
+    plots,
+    roc_auc,
+    verification_from_embeddings,
 )
-from facemtl.metrics import plots
 from facemtl.metrics.verification import roc_curve
 from facemtl.tasks.registry import SECTIONS
 
@@ -67,10 +75,10 @@ class TaskReport:
 
 #: report section name (a task's ``report_section``, :data:`facemtl.tasks.registry.SECTIONS`) ->
 #: ``builder(task, collected, stem, *, max_pairs, mean_shape) -> TaskReport | str``
-SECTION_BUILDERS: dict[str, Callable[..., "TaskReport | str"]] = {}
+SECTION_BUILDERS: dict[str, Callable[..., TaskReport | str]] = {}
 
 
-def section_builder(name: str) -> Callable[[Callable[..., "TaskReport | str"]], Callable[..., "TaskReport | str"]]:
+def section_builder(name: str) -> Callable[[Callable[..., TaskReport | str]], Callable[..., TaskReport | str]]:
     """Decorator registering the report builder of section ``name`` (a name registered twice is refused)."""
     def deco(fn):
         if name in SECTION_BUILDERS:

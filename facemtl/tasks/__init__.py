@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from facemtl.tasks._builder import (
-        TASKS, available_tasks, build_task, build_tasks, expand_task_names, register_task, valid_task_names,
+        TASKS,
+        available_tasks,
+        build_task,
+        build_tasks,
+        expand_task_names,
+        register_task,
+        valid_task_names,
     )
     from facemtl.tasks.base import DataInfo, Task
 
@@ -31,8 +37,17 @@ _LAZY = {
                                              "expand_task_names", "register_task", "valid_task_names")},
 }
 
-__all__ = ["DataInfo", "Task", "TASKS", "register_task", "build_task", "build_tasks", "expand_task_names",
-           "available_tasks", "valid_task_names"]
+__all__ = [
+    "TASKS",
+    "DataInfo",
+    "Task",
+    "available_tasks",
+    "build_task",
+    "build_tasks",
+    "expand_task_names",
+    "register_task",
+    "valid_task_names",
+]
 
 
 def __getattr__(name: str) -> Any:

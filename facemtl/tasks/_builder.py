@@ -14,7 +14,13 @@ from facemtl.data import schema
 from facemtl.errors import ConfigError, UnknownNameError
 from facemtl.tasks.base import DataInfo, Task
 from facemtl.tasks.kinds import (
-    ALIASES, AttributesTask, ClassTask, DetectionTask, IdentityTask, LandmarksTask, PoseTask,
+    ALIASES,
+    AttributesTask,
+    ClassTask,
+    DetectionTask,
+    IdentityTask,
+    LandmarksTask,
+    PoseTask,
 )
 
 #: ``builder(name, info, options, hidden) -> Task``; ``options`` is the task's own table of

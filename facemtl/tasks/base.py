@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 
@@ -30,7 +29,7 @@ class DataInfo:
     labels: tuple[str, ...] = ()  # label keys with at least one known value
 
     @classmethod
-    def from_cache(cls, cache) -> "DataInfo":
+    def from_cache(cls, cache) -> DataInfo:
         ids = cache.labels.get("identity")
         n_ids = int(ids.max()) + 1 if ids is not None and ids.size and ids.max() >= 0 else 0
         present = tuple(k for k in cache.labels if cache.has_label(k).any())
@@ -40,7 +39,7 @@ class DataInfo:
         return {"attribute_names": list(self.attribute_names), "num_identities": self.num_identities, "labels": list(self.labels)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataInfo":
+    def from_dict(cls, d: dict[str, Any]) -> DataInfo:
         return cls(tuple(d["attribute_names"]), int(d["num_identities"]), tuple(d["labels"]))
 
 

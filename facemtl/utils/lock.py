@@ -49,7 +49,7 @@ class PathLock:
         self._fd: int | None = None
 
     # -- public ----------------------------------------------------------------------------------
-    def acquire(self) -> "PathLock":
+    def acquire(self) -> PathLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if fcntl is None or not self._acquire_flock():
@@ -74,7 +74,7 @@ class PathLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "PathLock":
+    def __enter__(self) -> PathLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,7 +5,7 @@
 strategy's formula, reference and options.
 """
 
-from facemtl.weighting import gradient_based, loss_based, seeds  # noqa: F401  (registration)
+from facemtl.weighting import face_papers, gradient_based, loss_based  # noqa: F401  (register the strategies)
 from facemtl.weighting._builder import build_weighting, describe, parse_weighting_args, strategy_options
 from facemtl.weighting.base import WEIGHTINGS, GradMode, StepContext, Weighting
 

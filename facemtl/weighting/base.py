@@ -87,7 +87,7 @@ class StepContext:
     def build(
         cls, features: Sequence[Tensor] | Tensor, shared_params: Sequence[nn.Parameter], mode: GradMode,
         **kw,
-    ) -> "StepContext":
+    ) -> StepContext:
         feats = [features] if isinstance(features, Tensor) else list(features)
         if mode in ("rep", "params"):
             heads_in = [f.detach().requires_grad_(True) for f in feats]

@@ -172,7 +172,6 @@ def nash_weights(M: np.ndarray, tol: float = 1e-10, max_iter: int = 100) -> np.n
     instead of returning stale weights.
     """
     M = _check(M)
-    T = M.shape[0]
     d = np.diag(M)
     if np.any(d <= 0):
         raise SolverError("a task gradient is zero: G^T G a = 1/a has no solution")

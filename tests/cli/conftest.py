@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from reports._fixtures import ALL_TASKS, shared_base, trained_run  # tests/ is on sys.path
 
 

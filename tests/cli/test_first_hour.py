@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 

@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-
+from reports._fixtures import ALL_TASKS, trained_run  # tests/ is on sys.path
 from typer.testing import CliRunner
 
 from facemtl.cli.main import app
-from reports._fixtures import ALL_TASKS, trained_run  # tests/ is on sys.path
 
 pytest.importorskip("skimage")
 runner = CliRunner()

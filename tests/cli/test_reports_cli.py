@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from reports._fixtures import ALL_TASKS, check_png, synth_cache  # tests/ is on sys.path
 from typer.testing import CliRunner
 
 from facemtl.cli.main import app
-
-from reports._fixtures import ALL_TASKS, check_png, synth_cache  # tests/ is on sys.path
 
 runner = CliRunner()
 

@@ -80,7 +80,7 @@ def test_ddp_shards_disjoint_and_complete(toy_cache, world):
 
 def test_chunk_awareness(tmp_path):
     """In streaming mode a window is made of whole chunks: consecutive samples share few chunks."""
-    path = write_toy_cache(tmp_path / "c.h5", n=640, chunk_rows=32, splits=np.zeros(640, np.int8))
+    write_toy_cache(tmp_path / "c.h5", n=640, chunk_rows=32, splits=np.zeros(640, np.int8))
     order = epoch_order(np.arange(640), 32, 0, 0, True)
     chunks = order // 32
     assert (np.diff(chunks) != 0).sum() == 19  # 20 chunks visited one after another

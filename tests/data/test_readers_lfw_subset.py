@@ -45,7 +45,7 @@ def test_samples_labels_and_split(cache_path):
 def test_sizes_cover_every_recipe_input(cache_path):
     c = FaceCache(cache_path)
     assert c.sizes == DEFAULT_SIZES
-    for wanted in (40, 50, 56, 64, 112, 224):  # tcdcn, seed004, mcfa S/M/L, small and famo9
+    for wanted in (40, 50, 56, 64, 112, 224):  # tcdcn, gender-glasses, mcfa S/M/L, small and famo9
         assert c.pick_size(wanted) == wanted
     for s in c.sizes:
         img = c.read_images(s, 0, 200)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from facemtl.engine import run_folder, trainer
+from facemtl.engine import run_folder
 from facemtl.engine.config import apply_overrides, load_recipe
 from facemtl.engine.trainer import train
 from facemtl.errors import InUseError, WriteError
@@ -127,7 +127,7 @@ def test_ctrl_c_inside_a_step_resumes_every_buffer(synth_cache, tmp_path, monkey
 
 def test_second_ctrl_c_inside_a_step_keeps_the_last_checkpoint(synth_cache, tmp_path, monkeypatch):
     over = {"train.epochs": 2, "train.max_steps_per_epoch": 4}
-    ref = train(tiny(synth_cache, tmp_path / "ref", **over))
+    train(tiny(synth_cache, tmp_path / "ref", **over))
     cfg = tiny(synth_cache, tmp_path / "cut", **over)
     interrupt_in_forward(monkeypatch, at_call=6, signals=2)  # the second one stops at once, mid-step
     with pytest.raises(KeyboardInterrupt):

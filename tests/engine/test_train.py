@@ -25,7 +25,6 @@ def quick(recipe, cache, out, **over):
 def chance(cache_path) -> dict[str, float]:
     """What a network that ignores the image scores on the val split: the mean training face for
     landmarks (its NME), the majority class for classification tasks."""
-    from facemtl.data import schema
     from facemtl.data.cache import FaceCache
     from facemtl.metrics.landmarks import nme
 

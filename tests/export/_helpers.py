@@ -26,7 +26,7 @@ FAST: dict[str, dict[str, Any]] = {
     "small": {"width": 8},
     "famo9": {"width": 0.125},
     "mcfa": {"width": 0.0625},
-    "seed004": {},
+    "gender-glasses": {},
     "tcdcn": {},
 }
 RECIPES = ["default", "tcdcn", "gender-glasses", "celeba40", "dynamic-fr-fer", "mcfa"]
@@ -45,7 +45,7 @@ def recipe_model(recipe: str, *, mcfa_size: int = 128):
 
 def write_checkpoint(path: Path, recipe: str = "default", **overrides: Any) -> Path:
     """A loadable checkpoint (random weights) of ``recipe``'s network, as ``facemtl train`` writes."""
-    model, tasks, cfg = recipe_model(recipe)
+    model, _tasks, cfg = recipe_model(recipe)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     save_checkpoint(path, {"config": cfg.to_dict(), "data_info": INFO.to_dict(), "model": model.state_dict()})

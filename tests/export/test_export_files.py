@@ -71,7 +71,7 @@ def test_parity_failure_writes_nothing_and_keeps_old_files(tmp_path):
 
 
 def test_export_refuses_bad_options(tmp_path):
-    model, tasks, cfg = recipe_model("default")
+    model, tasks, _cfg = recipe_model("default")
     with pytest.raises(ConfigError, match="onnx and torchscript"):
         export_model(model, tasks, tmp_path / "m", fmt="tflite")
     with pytest.raises(ConfigError, match="opset"):

@@ -22,7 +22,7 @@ TASKS = ["landmarks", "smile", "expression"]
 #: options that make each backbone quick on a CPU (every registered backbone must appear here)
 FAST: dict[str, dict[str, Any]] = {
     "small": {"width": 8},
-    "seed004": {},
+    "gender-glasses": {},
     "tcdcn": {},
     "famo9": {"width": 0.125},
     "vgg16": {"width": 0.125, "input_size": 64},

@@ -34,10 +34,10 @@ def test_registry_lists_every_architecture_of_the_issue():
         build_model("small", tasks(), architecture="mtn")
 
 
-@pytest.mark.parametrize("backbone", ["seed004", "mcfa"])
+@pytest.mark.parametrize("backbone", ["gender-glasses", "seed004", "mcfa"])
 def test_backbones_with_their_own_sharing_scheme_take_hps_only(backbone):
     with pytest.raises(ConfigError, match="use architecture 'hps'"):
-        build_model(backbone, tasks(), architecture="mmoe", **FAST[backbone])
+        build_model(backbone, tasks(), architecture="mmoe", **FAST.get(backbone, {}))
 
 
 def test_bad_architecture_options_fail_clearly():
@@ -221,7 +221,7 @@ def test_ablation_plan_takes_architectures_as_an_axis():
     with pytest.raises(UnknownNameError, match="cross-stitch"):
         plan_ablation(["landmarks", "pose"], architectures=["mtn"])
     with pytest.raises(ConfigError, match="use architecture 'hps'"):
-        plan_ablation(["landmarks", "pose"], architectures=["mmoe"], backbone="seed004")
+        plan_ablation(["landmarks", "pose"], architectures=["mmoe"], backbone="gender-glasses")
 
 
 def test_train_cli_refuses_an_unknown_architecture_before_any_data(tmp_path, monkeypatch):

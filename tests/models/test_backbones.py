@@ -91,7 +91,7 @@ def test_trunks_script(name):
 
 @pytest.mark.parametrize(
     "name,size",
-    [("resnet18", 16), ("resnet50", 8), ("tcdcn", 64), ("seed004", 64), ("small", 16), ("vgg16", 16),
+    [("resnet18", 16), ("resnet50", 8), ("tcdcn", 64), ("gender-glasses", 64), ("small", 16), ("vgg16", 16),
      ("vgg16", 300), ("famo9", 4), ("mcfa", 100), ("mcfa", 130)],
 )
 def test_bad_input_size_says_what_works(name, size):
@@ -120,7 +120,7 @@ def test_unknown_option_lists_accepted_ones():
 
 def test_parameter_counts_match_the_papers():
     two = tasks(["gender", "glasses"])
-    seed004 = build_model("seed004", two).describe()["parameters"]
+    seed004 = build_model("gender-glasses", two).describe()["parameters"]
     assert seed004["shared"] == 320  # one 3x3x32 conv on grey: all the paper's two networks share
     assert abs(seed004["total"] - 1_524_740) / 1_524_740 < 0.01
     tcdcn = build_model("tcdcn", tasks(["landmarks", "smile"])).describe()["parameters"]
@@ -150,7 +150,8 @@ def test_tcdcn_activation_option():
 
 
 def test_seed004_branches_are_per_task():
-    model = build_model("seed004", tasks(["gender", "glasses"]))
+    model = build_model("gender-glasses", tasks(["gender", "glasses"]))
+    assert build_model("seed004", tasks(["gender", "glasses"])).describe()["parameters"] == model.describe()["parameters"]  # its former name
     assert model.feature_dims == [32 * 25 * 25]
     assert model.last_linear("gender").out_features == 1
     b = model.heads["gender"].branch

@@ -74,7 +74,7 @@ def test_preprocess_grey_and_normalise():
     assert not rgb.state_dict()  # constants, not weights
 
 
-@pytest.mark.parametrize("name", ["small", "seed004", "resnet18"])
+@pytest.mark.parametrize("name", ["small", "gender-glasses", "resnet18"])
 def test_channels_last_gives_the_same_outputs(name):
     torch.manual_seed(0)
     model = fast_model(name).eval()

@@ -30,7 +30,7 @@ def test_subsets_all_singles_main_plus_one_list():
     assert names(plan_ablation(T4, subsets="smile+landmarks,landmarks")) == ["landmarks", "landmarks+smile [ew]"]
     p = plan_ablation(T4, subsets="singles", weightings=["ew", "uw", "tcdcn"], main="landmarks", seeds=3)
     assert len(p.configurations) == 4 + 3 and len(p.runs()) == 21
-    tc = [c for c in p.configurations if c.weighting == "tcdcn"][0]
+    tc = next(c for c in p.configurations if c.weighting == "tcdcn")
     assert tc.options == {"main": "landmarks"}  # strategies with a main option get --main
     assert len({c.run_name(s) for c, s in p.runs()}) == 21  # one folder per run
 

@@ -52,8 +52,8 @@ def test_head_rows_and_mean(loaded):
     assert "landmarks[left_eye.x]" in rows and "smile" in rows and "identity" in skipped
     w = model.last_linear("landmarks").weight.detach().double().numpy()
     np.testing.assert_array_equal(rows["landmarks[left_eye.x]"], w[0])
-    from facemtl.reports.correlate import cross_task
     from facemtl.metrics import pearson_matrix, strongest_pairs
+    from facemtl.reports.correlate import cross_task
 
     pairs = strongest_pairs(cross_task(pearson_matrix(rows)), 5)
     assert all(a.split("[")[0] != b.split("[")[0] for a, b in zip(pairs["a"], pairs["b"]))
@@ -83,7 +83,7 @@ def test_gradient_cosine_by_hand(loaded, cache):
     from facemtl.engine.steps import input_plan, make_inputs, task_losses
     from facemtl.reports._data import LabelAdapter
 
-    model, tasks, _, info = loaded
+    model, tasks, _, _info = loaded
     c = FaceCache(cache)
     cos, conflict, norms, used = gradient_cosines(model, tasks, c, "train", torch.device("cpu"),
                                                   LabelAdapter(None), batches=1, batch_size=32)

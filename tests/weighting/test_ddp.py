@@ -60,7 +60,7 @@ def test_weights_and_state_identical_across_ranks(tmp_path):
         infos1, params1, state1 = r1[key]
         assert infos0 == infos1, key
         for a, b in zip(params0, params1):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=lambda m, key=key: f"{key}: {m}")
         for k in state0:
             torch.testing.assert_close(state0[k], state1[k], rtol=1e-6, atol=1e-7, equal_nan=True,
-                                       msg=lambda m: f"{key} {k}: {m}")
+                                       msg=lambda m, key=key, k=k: f"{key} {k}: {m}")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from facemtl.weighting import WEIGHTINGS, StepContext, build_weighting
 
-from ._toy import TASKS, TEST_OPTIONS, make_data, modes_for
+from ._toy import TASKS, TEST_OPTIONS, modes_for
 
 pytestmark = [
     pytest.mark.gpu,
@@ -73,16 +73,16 @@ def test_batched_chunks_equal_one_at_a_time_on_gpu(name):
 
 
 def test_compiled_trunk_params_mode():
-    model, tasks = _face_model()
+    _, tasks = _face_model()
     s = build_weighting("mgda", [t.name for t in tasks])
-    model, info = _conv_step(s, "params", compile_=True)
+    _model, info = _conv_step(s, "params", compile_=True)
     assert all(torch.isfinite(torch.tensor(v)) for v in info.values())
 
 
 def test_budget_batches_tasks_on_gpu():
     from facemtl.weighting import _grads
 
-    model, tasks = _face_model()
+    model, _tasks = _face_model()
     P = sum(p.numel() for p in model.shared_parameters())
     assert _grads.chunk_size(40, P, torch.device("cuda"), 16 * 2**30, held_rows=40, act_numel=10**6) > 1
 
@@ -90,10 +90,10 @@ def test_budget_batches_tasks_on_gpu():
 @pytest.mark.parametrize("recipe", __import__("facemtl.engine.config", fromlist=["recipe_names"]).recipe_names())
 def test_every_recipe_network_one_step(recipe, tmp_path):
     """The recipe's backbone, tasks and strategy: one bf16 channels-last training step on the GPU."""
+    from facemtl.data.schema import CELEBA_ATTRIBUTES
     from facemtl.engine.config import load_recipe
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
-    from facemtl.data.schema import CELEBA_ATTRIBUTES
 
     cfg = load_recipe(recipe)
     info = DataInfo(tuple(CELEBA_ATTRIBUTES), 100, ("attributes", "landmarks", "bbox", "face", "identity", "expression", "pose", "pose_class"))

@@ -62,7 +62,7 @@ def test_missing_tasks(name, mode):
     model, s = Toy(), _build(name)
     opt = _opt(model, s)
     for step, present in enumerate([TASKS, ["a", "attr:c"], ["b"], TASKS, ["attr:c", "b"]]):
-        losses, info = train_step(model, s, opt, x, ys, mode, step=step, present=present)
+        _losses, info = train_step(model, s, opt, x, ys, mode, step=step, present=present)
         assert set(present) <= set(info)
         assert not (set(TASKS) - set(present)) & set(info)
         assert all(torch.isfinite(torch.tensor(v)) for v in info.values())

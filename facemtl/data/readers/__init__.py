@@ -137,4 +137,4 @@ def check_dataset(dataset: str, **options: Any) -> CheckReport:
     return report
 
 
-__all__ = ["READERS", "DatasetReader", "Plan", "PrepareResult", "CheckReport", "build_plan", "check_command", "prepare_dataset", "check_dataset", "run_prepare"]
+__all__ = ["READERS", "CheckReport", "DatasetReader", "Plan", "PrepareResult", "build_plan", "check_command", "check_dataset", "prepare_dataset", "run_prepare"]

@@ -68,7 +68,7 @@ class PlanHandle:
         if self.path:
             Path(self.path).unlink(missing_ok=True)
 
-    def __enter__(self) -> "PlanHandle":
+    def __enter__(self) -> PlanHandle:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -67,7 +67,7 @@ class Plan:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> "Plan":
+    def take(self, rows: Sequence[int] | np.ndarray) -> Plan:
         idx = np.asarray(rows, dtype=np.int64)
         pick = (lambda a: None if a is None else a[idx])
         images = self.images[idx] if isinstance(self.images, np.ndarray) else [self.images[i] for i in idx]

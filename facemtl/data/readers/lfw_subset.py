@@ -46,7 +46,7 @@ FILE_NAME = "lfw-subset.h5"
 NUM_FACES = 100
 NUM_NON_FACES = 100
 SIDE = 25
-#: 25 is the source itself; the others cover every packaged recipe's inputs (TCDCN 40, seed004 50,
+#: 25 is the source itself; the others cover every packaged recipe's inputs (TCDCN 40, gender-glasses 50,
 #: MCFA 56/112/224, small and famo9 64); other sizes read the next larger one and downscale.
 DEFAULT_SIZES = (25, 40, 50, 56, 64, 112, 224)
 FRAMING = (

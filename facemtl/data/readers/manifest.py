@@ -13,12 +13,13 @@ Manifests are looked up in ``$FACEMTL_MANIFESTS`` if set, else in ``data_manifes
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from facemtl.errors import DataFormatError, MissingFileError, UnknownNameError
 
@@ -139,7 +140,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_manifest(name: str) -> Manifest:
     """Load and check ``data_manifests/<name>.toml``."""
     path = manifest_dir() / f"{name}.toml"

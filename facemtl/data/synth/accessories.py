@@ -12,7 +12,15 @@ import numpy as np
 from facemtl.data.synth.head import HeadShape, hull
 from facemtl.data.synth.identity import Identity
 from facemtl.data.synth.paint import (
-    BROW_Y, EYE_Y, HAIR_BACK, HAIRLINE_FRONT, HAIRLINE_RECEDING, Look, Painter, mix_rgb, scale_rgb,
+    BROW_Y,
+    EYE_Y,
+    HAIR_BACK,
+    HAIRLINE_FRONT,
+    HAIRLINE_RECEDING,
+    Look,
+    Painter,
+    mix_rgb,
+    scale_rgb,
 )
 
 _PHI = np.linspace(0.0, 2 * np.pi, 32, endpoint=False)

@@ -18,7 +18,17 @@ from facemtl.data.synth import accessories as acc
 from facemtl.data.synth.head import Projector, head_shape, hull
 from facemtl.data.synth.identity import Identity
 from facemtl.data.synth.paint import (
-    BROW_Y, EXPRESSIONS, EYE_Y, HAIR_BACK, MOUTH_Y, NOSE_TIP_Y, Look, Painter, ellipse_xy, mix_rgb, scale_rgb,
+    BROW_Y,
+    EXPRESSIONS,
+    EYE_Y,
+    HAIR_BACK,
+    MOUTH_Y,
+    NOSE_TIP_Y,
+    Look,
+    Painter,
+    ellipse_xy,
+    mix_rgb,
+    scale_rgb,
 )
 
 _S13 = np.linspace(-1.0, 1.0, 13)

@@ -44,7 +44,7 @@ _LEVELS = 4      # pyramid levels: full, 1/2, 1/4, 1/8
 @lru_cache(maxsize=1)
 def skimage_available() -> bool:
     try:
-        import skimage.data  # noqa: F401
+        import skimage.data  # noqa: F401  (importing it is the check: it may fail on a broken install)
     except ImportError:
         return False
     return True

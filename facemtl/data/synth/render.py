@@ -23,7 +23,11 @@ from facemtl.data.synth.identity import Identity, make_identity
 from facemtl.data.synth.negatives import negative_image
 from facemtl.data.synth.paint import Look
 from facemtl.data.synth.sampling import (
-    SYNTH_ATTRIBUTES, SynthConfig, apply_overrides, attributes_of, sample_look,
+    SYNTH_ATTRIBUTES,
+    SynthConfig,
+    apply_overrides,
+    attributes_of,
+    sample_look,
 )
 from facemtl.data.synth.scene import render_scene
 from facemtl.errors import ConfigError

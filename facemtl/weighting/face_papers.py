@@ -1,4 +1,4 @@
-"""The weighting schemes of the seed papers: dynamic weight unit (dwu), MCFA, TCDCN.
+"""The weighting schemes of the face papers facemtl reproduces: dynamic weight unit (dwu), MCFA, TCDCN.
 
 - ``dwu`` (seed 003, arXiv 1911.03281): a linear layer (no ReLU) + softmax over the flattened
   shared features Z gives per-sample weights, averaged over the batch: w (sum 1). The network is
