@@ -125,6 +125,23 @@ def test_tcdcn_stops_overfitting_task_keeps_improving_one():
     assert s2.active_tasks() == ["lm", "aux"]
 
 
+@pytest.mark.parametrize("cap, expected", [(None, 4.0), (1.0, 1.0), (2.0, 2.0)])
+def test_tcdcn_learnt_weight_tends_to_inverse_loss_or_its_cap(cap, expected):
+    """lambda_a = exp(-s_a) with the regulariser + s_a has its optimum at 1/L_a (here 1/0.25);
+    max_weight holds it at the cap, where s_a gets no gradient, and the main task keeps 1."""
+    s = build_weighting("tcdcn", ["lm", "aux"], main="lm", max_weight=cap)
+    opt = torch.optim.SGD(s.extra_parameters(), lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        info = s.backward(_const_losses({"lm": 1.0, "aux": 0.25}), _ctx())
+        opt.step()
+    assert info["lm"] == 1.0 and info["aux"] == pytest.approx(expected, rel=0.02)
+    if cap is not None:
+        assert float(s.log_var.grad[1]) == 0.0  # at the cap: no drift of s_a
+    with pytest.raises(ConfigError, match="max_weight"):
+        build_weighting("tcdcn", ["lm", "aux"], main="lm", max_weight=0)
+
+
 def test_tcdcn_bad_main():
     with pytest.raises(ConfigError, match="main"):
         build_weighting("tcdcn", ["a", "b"], main="nope")
