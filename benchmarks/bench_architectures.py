@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
 
 START, END = "<!-- bench_architectures:start -->", "<!-- bench_architectures:end -->"
 TASKS = ["detection", "landmarks", "attributes", "expression", "pose"]
@@ -129,16 +130,7 @@ def table(rows: list[dict], args, device: torch.device, seconds: float) -> str:
 
 
 def write_section(path: Path, text: str, key: str) -> None:
-    start, end = START.replace(":start", f":{key}:start"), END.replace(":end", f":{key}:end")
-    block = f"{start}\n{text}{end}\n"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(path)
+    replace_section(path, START.replace(":start", f":{key}:start"), END.replace(":end", f":{key}:end"), text)
 
 
 def main(argv: list[str] | None = None) -> int:

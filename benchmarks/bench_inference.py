@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
 
 START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
 
@@ -132,13 +133,7 @@ def table(rows: list[dict], seconds: float) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    block = f"{START}\n{text}{END}\n"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) + 1:]
-    else:
-        new = old.rstrip("\n") + "\n\n## Inference on a CPU\n\n" + block
-    path.write_text(new, encoding="utf-8")
+    replace_section(path, START, END, text, new_page="# Benchmarks\n\n", new_heading="## Inference on a CPU\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:

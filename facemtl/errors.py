@@ -71,6 +71,16 @@ class TrainingDiverged(FacemtlError):
     """A loss became NaN or infinite; the message names the step and the task."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; ``checkpoint`` is the ``last.pt`` a resume continues
+    from, or None when there is none. The library states what it saved; each command says how to
+    continue (``train --resume``, or rerunning ``ablate``)."""
+
+    def __init__(self, checkpoint=None):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+
 class WriteError(FacemtlError):
     """A file that could not be written (disk full, quota, read-only or unwritable folder); nothing
     half-written is left behind."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -88,8 +87,6 @@ def ablate(
 
     from facemtl.utils.lock import PathLock
 
-    trainer_log = logging.getLogger("facemtl.engine.trainer")
-    trainer_log.addFilter(_ablate_resume_hint)
     try:
         with PathLock(out / ".lock", what="ablation folder", target=out, hint="choose another --out"):  # each run is locked too
             result = run_ablation(plan, base, out, split=split, progress=progress)
@@ -97,20 +94,9 @@ def ablate(
         err_console.print("to continue, rerun the same [cyan]facemtl ablate[/] command: finished runs are skipped "
                           "and the interrupted run resumes from its last.pt", highlight=False)
         raise
-    finally:
-        trainer_log.removeFilter(_ablate_resume_hint)
     _print_table(result.table)
     console.print(f"{result.trained} runs trained, {result.skipped} finished earlier, {time.perf_counter() - t0:.0f} s; "
                   f"report: [bold]{out}[/] (ablation.csv, ablation.md, plots)")
-
-
-def _ablate_resume_hint(record: logging.LogRecord) -> bool:
-    """Inside an ablation the trainer's "Resume with: facemtl train --resume" is the wrong advice:
-    the ablate command itself resumes (it says so when interrupted)."""
-    msg = record.getMessage()
-    if " Resume with: facemtl train" in msg:
-        record.msg, record.args = msg.split(" Resume with: facemtl train")[0], ()
-    return True
 
 
 def _print_plan(plan, status: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from rich.table import Column, Table
 
 from facemtl.cli._common import announce_synthetic_render, check_data_option, console, err_console, handle_errors, parse_name_list
 from facemtl.engine.trainer import Callbacks
-from facemtl.errors import ConfigError
+from facemtl.errors import ConfigError, TrainingInterrupted
 
 
 def _parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -189,6 +189,10 @@ def train(
     cb = RichCallbacks()
     try:
         result = run_training(cfg, resume=resume, force=force, callbacks=cb)
+    except TrainingInterrupted as e:
+        if e.checkpoint is not None:
+            err_console.print(f"to continue: [cyan]facemtl train --resume --out {cfg.run_dir()}[/]", highlight=False)
+        raise
     finally:
         cb.close()
     title = f"{cfg.name}: best epoch {result.best_epoch} of {len(result.history)} ({result.seconds:.0f} s, {result.parameters['total']:,} parameters)"

@@ -17,12 +17,14 @@ One step::
 The helpers of one step that evaluation and reports share are in :mod:`facemtl.engine.steps`; the
 run folder's files and their order in :mod:`facemtl.engine.run_folder`. Ctrl-C (or SIGTERM) is
 deferred to the end of the current step (:mod:`facemtl.engine.interrupt`), so ``last.pt`` never
-holds a half-done step. The library reports progress through :class:`Callbacks` (the CLI draws rich
+holds a half-done step; training then raises :class:`~facemtl.errors.TrainingInterrupted` naming
+the checkpoint a resume continues from. The library reports progress through :class:`Callbacks` (the CLI draws rich
 progress bars) and the ``logging`` module; it never prints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -45,7 +47,7 @@ from facemtl.engine.interrupt import DeferredStop
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
 from facemtl.engine.steps import autocast_for, evaluate_split, input_plan, make_inputs, task_losses
-from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged
+from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged, TrainingInterrupted
 from facemtl.utils.device import pick_device
 from facemtl.utils.io import remove_stale_temp_files, write_text_atomic
 from facemtl.utils.lock import run_lock
@@ -352,8 +354,8 @@ def _check_finite(run: Run, state: TrainState, values: dict[str, float], epoch: 
 
 def train_one_epoch(run: Run, state: TrainState, epoch: int, stop: DeferredStop, cb: Callbacks, speed: Speed) -> EpochSums:
     """Train epoch ``epoch`` from batch ``state.batches_done`` on; the returned sums include those of
-    the part done before a resume. On Ctrl-C, ``last.pt`` records the last whole step and the
-    interrupt is raised again."""
+    the part done before a resume. On Ctrl-C, ``last.pt`` records the last whole step and
+    :class:`TrainingInterrupted` is raised."""
     sums = EpochSums.from_dict(state.partial_epoch)
     run.train_loader.set_epoch(epoch)
     skip, bi = state.batches_done, 0
@@ -388,25 +390,25 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, stop: DeferredStop,
             cb.on_step(epoch=epoch, step=bi, losses=losses, weights=weights)
     except KeyboardInterrupt:
         stop.__exit__()
-        _save_interrupted(run, state, sums, epoch, in_step)
-        raise
+        raise TrainingInterrupted(_save_interrupted(run, state, sums, epoch, in_step)) from None
     return sums
 
 
-def _save_interrupted(run: Run, state: TrainState, sums: EpochSums, epoch: int, in_step: bool) -> None:
+def _save_interrupted(run: Run, state: TrainState, sums: EpochSums, epoch: int, in_step: bool) -> Path | None:
+    """Save the last whole step into ``last.pt``; the checkpoint a resume continues from, or None."""
     where = f"epoch {epoch + 1}, batch {state.batches_done + in_step}"
     if in_step:  # a second signal inside a step: its state is half-updated, keep the last checkpoint
         if run.last.exists():
-            log.warning("stopped inside a step at %s; %s was left as it was. Resume with: facemtl train --resume --out %s",
-                        where, run.last, run.run_dir)
-        else:
-            log.warning("stopped inside a step at %s, before the first checkpoint; nothing to resume", where)
-        return
-    state.epoch, state.partial_epoch = epoch, {"sums": sums.sums, "wsums": sums.wsums, "nsteps": sums.nsteps}
+            log.warning("stopped inside a step at %s; %s was left as it was", where, run.last)
+            return run.last
+        log.warning("stopped inside a step at %s, before the first checkpoint; nothing to resume", where)
+        return None
+    state.epoch, state.partial_epoch = epoch, dataclasses.asdict(sums)
     run.save(run.last, state)
     if run.dist.is_main:
         run_folder.write_logs(run.run_dir, None, state.weight_log)
-    log.warning("interrupted at %s; saved %s. Resume with: facemtl train --resume --out %s", where, run.last, run.run_dir)
+    log.warning("interrupted at %s; saved %s", where, run.last)
+    return run.last
 
 
 def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds: float) -> dict[str, Any]:

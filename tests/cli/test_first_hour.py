@@ -164,6 +164,28 @@ def test_ablate_interrupt_says_rerun_ablate(tmp_path, base, monkeypatch):
     assert "facemtl train --resume" not in out
 
 
+def test_train_interrupt_says_how_to_resume(tmp_path, base, monkeypatch):
+    """The trainer states what it saved (TrainingInterrupted.checkpoint); the train command says how to continue."""
+    from reports._fixtures import synth_cache
+
+    from facemtl.engine import trainer
+
+    real, calls = trainer.task_losses, []
+
+    def interrupt_first_step(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer, "task_losses", interrupt_first_step)
+    r = runner.invoke(app, ["train", *_tiny(synth_cache(base)), "--out", str(tmp_path / "run")])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 130, r.output
+    assert "interrupted at epoch 1, batch 1" in out
+    assert f"facemtltrain--resume--out{tmp_path / 'run'}" in "".join(r.output.split())  # rich folds long paths
+
+
 def _narrow_console(monkeypatch, terminal: bool) -> io.StringIO:
     from facemtl.cli import _common, ablate, train
 
