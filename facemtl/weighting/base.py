@@ -34,8 +34,9 @@ survives resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -224,6 +225,34 @@ class Weighting(nn.Module):
                 f"was built for {self.tasks}; build it with the same task list."
             )
         self._load_python_state({k: v for k, v in state.items() if k not in ("version", "tasks")})
+
+
+@contextlib.contextmanager
+def keep_rows(opt: torch.optim.Optimizer, params: Sequence[Tensor], rows: Sequence[int]) -> Iterator[None]:
+    """Leave rows ``rows`` (first dimension) of ``params`` and of their optimizer state as they were
+    across an ``opt.step()`` run inside the block.
+
+    A strategy's own optimizer holds one tensor for all tasks (FAMO's logits, the dynamic weight
+    unit): a task absent from the step has a zero gradient there, but momentum and weight decay
+    would still move its row. State the optimizer creates in the block (its first step) gets zero
+    rows, as if the task had never been seen.
+    """
+    if not len(rows):
+        yield
+        return
+    saved = []
+    for p in params:
+        idx = torch.as_tensor(list(rows), dtype=torch.long, device=p.device)
+        st = opt.state.get(p, {})
+        old = {k: v[idx].clone() for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape}
+        saved.append((p, idx, p.detach()[idx].clone(), old))
+    yield
+    with torch.no_grad():
+        for p, idx, value, old in saved:
+            p[idx] = value
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    v[idx] = old[k] if k in old else 0
 
 
 def weights_info(names: Sequence[str], weights: Tensor, **diagnostics: float) -> dict[str, float]:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from facemtl.errors import ConfigError
 from facemtl.weighting import _grads
-from facemtl.weighting.base import WEIGHTINGS, StepContext
+from facemtl.weighting.base import WEIGHTINGS, StepContext, keep_rows
 from facemtl.weighting.loss_based import EpochLosses, LossWeighting
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ class _UnitMixin:
         self.opt.zero_grad(set_to_none=True)
         for p, g in zip(self.unit.parameters(), grads):
             p.grad = _grads.all_reduce_mean_(g.clone())
-        self.opt.step()
+        # an absent task's row of the unit has no gradient; keep momentum from moving it
+        absent = [i for i, t in enumerate(self.unit_tasks) if t not in names]
+        with keep_rows(self.opt, list(self.unit.parameters()), absent):
+            self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return w_used
 
@@ -204,6 +207,8 @@ class TCDCN(LossWeighting):
 
     (E_tr: the task's mean training loss per epoch, E_val: its validation loss). The first factor
     is small while the training error still falls fast, the second is the generalisation gap.
+    E_tr holds only the epochs in which the task had a training loss (the window is its own last
+    k + 1), and no decision is taken for a task in an epoch without a validation loss for it.
     Stopped tasks get weight 0 and leave :meth:`active_tasks`. lambda_a: with ``learn_weights``
     (default) lambda_a = exp(-s_a), s_a trained by the main optimizer with the regulariser + s_a
     (the uncertainty form: the paper gives no update rule, this one has a well-defined optimum
@@ -281,8 +286,8 @@ class TCDCN(LossWeighting):
         own = self.acc.roll()  # built from rank-averaged losses already
         train = {**own, **_grads.mean_over_ranks(train_losses or {}, self.tasks, self.acc.total.device)}
         val_losses = _grads.mean_over_ranks(val_losses or {}, self.tasks, self.acc.total.device)
-        for t in self.tasks:
-            if t in train:
+        for t in self.tasks:  # a task without a (finite) training loss this epoch keeps its history
+            if t in train and math.isfinite(train[t]):
                 self.train_hist[t].append(float(train[t]))
             self.val_hist[t].append(float((val_losses or {}).get(t, math.nan)))
         for t in self.tasks:

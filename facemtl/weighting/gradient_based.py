@@ -100,7 +100,7 @@ class GradientWeighting(Weighting):
             _grads.apply_combined(ctx, GL, ones, ones @ F)
             self.nonfinite_steps += 1
             return weights_info(names, ones, **{f"{self.name}/nonfinite_steps": float(self.nonfinite_steps)})
-        sol = self.solve(names, G, M, lvec, ctx)
+        sol = self._solve_live(names, G, M, lvec, ctx)
         if ctx.mode == "params" and G is not None and (sol.update is not None or not _grads.dist_active()):
             update = sol.update if sol.update is not None else sol.coeffs.to(G) @ G
             _grads.apply_param_update(ctx, GL, sol.head_weights, update, used, F=F, G=G)
@@ -108,6 +108,39 @@ class GradientWeighting(Weighting):
             _grads.apply_combined(ctx, GL, sol.head_weights, sol.coeffs.to(F) @ F)
         self._sync_extra_grads()
         return weights_info(names, sol.report, **sol.diagnostics)
+
+    def _solve_live(self, names: list[str], G: Tensor | None, M: Tensor, lvec: Tensor, ctx: StepContext) -> Solution:
+        """:meth:`solve` over the present tasks whose gradient is not exactly zero.
+
+        A task with a loss but a zero gradient (every label of the batch masked, a loss without a
+        graph) would otherwise be the min-norm point of MGDA, make Nash-MTL's system unsolvable
+        and Aligned-MTL's smallest eigenvalue zero. It gets coefficient 0 in the shared update
+        (its gradient is zero anyway), weight 1 for its head, and its per-task state is untouched.
+        M is rank-averaged, so every DDP rank drops the same tasks.
+        """
+        live = torch.diagonal(M) > 0
+        if bool(live.all()):
+            return self.solve(names, G, M, lvec, ctx)
+        keep = live.nonzero().flatten()
+        log.debug("%s: step %d, zero gradient for %s; solving over the other tasks", type(self).__name__, ctx.step,
+                  [n for n, ok in zip(names, live.tolist()) if not ok])
+        T = len(names)
+        zeros = torch.zeros(T, device=M.device)
+        if not keep.numel():  # nothing to combine: the shared parameters get nothing, heads their own gradients
+            return Solution(zeros, torch.ones_like(zeros), zeros)
+        sub = [names[i] for i in keep.tolist()]
+        sol = self.solve(sub, None if G is None else G[keep.to(G.device)], M[keep][:, keep],
+                         lvec[keep.to(lvec.device)], ctx)
+
+        def spread(v: Tensor | None, fill: float) -> Tensor | None:
+            if v is None:
+                return None
+            out = torch.full((T,), fill, dtype=v.dtype, device=v.device)
+            out[keep.to(v.device)] = v
+            return out
+
+        return Solution(spread(sol.coeffs, 0.0), spread(sol.head_weights, 1.0), spread(sol.report, 0.0),
+                        update=sol.update, diagnostics=sol.diagnostics)
 
     def _param_gradients(self, F: Tensor, ctx: StepContext) -> tuple[Tensor | None, Tensor, list[bool]]:
         """G (T, P) or None, M = G G^T (diagonal only when G is not kept), and which parameters are used."""
@@ -249,7 +282,8 @@ class NashMTL(GradientWeighting):
     the authors: solve with G^T G / ||G^T G||_F, then divide alpha by sqrt(||G^T G||_F), which
     solves the raw system: the update does not depend on it, only the solver's conditioning does;
     alpha_i = 1/||g_i|| for orthogonal gradients),
-    ``update_every`` (re-solve every k steps, reuse alpha in between: the authors' speed knob),
+    ``update_every`` (re-solve every k steps, reuse alpha in between: the authors' speed knob;
+    a step with another set of tasks present re-solves),
     ``on_failure`` "ridge" (default: warn, count, solve with G^T G + eps I) or "raise".
     The weights are never silently kept from an earlier step. Heads get alpha-weighted gradients
     (the authors backpropagate sum_i alpha_i L_i).
@@ -268,11 +302,14 @@ class NashMTL(GradientWeighting):
         self.register_buffer("solver_fallbacks", torch.zeros((), dtype=torch.long))
         self.register_buffer("alpha", torch.ones(len(self.tasks)))  # last solution, by task index
         self.register_buffer("solved_at", torch.full((), -1, dtype=torch.long))
+        self.solved_tasks: tuple[str, ...] = ()  # the tasks of the last solve
 
     def solve(self, names, G, M, lvec, ctx) -> Solution:
         idx = self._idx(names, self.alpha.device)
         last = int(self.solved_at)
-        reuse = self.update_every > 1 and last >= 0 and ctx.step - last < self.update_every
+        # alpha solves the system of the tasks it was solved with: another task set re-solves
+        reuse = (self.update_every > 1 and last >= 0 and ctx.step - last < self.update_every
+                 and tuple(names) == self.solved_tasks)
         if not reuse:
             Mn = _np(M)
             # M a = 1/a and (M / n) b = 1/b give a = b / sqrt(n): solve the better-conditioned
@@ -292,8 +329,16 @@ class NashMTL(GradientWeighting):
             a = a / np.sqrt(n)
             self.alpha[idx] = torch.as_tensor(a, dtype=self.alpha.dtype, device=self.alpha.device)
             self.solved_at.fill_(ctx.step)
-        c = self.alpha[idx].to(G.device)
+            self.solved_tasks = tuple(names)
+        c = self.alpha[idx].to(M.device, torch.float32)
         return Solution(c, c, c, diagnostics={"nash/solver_fallbacks": float(self.solver_fallbacks)})
+
+    def _python_state(self):
+        return {"solved_tasks": list(self.solved_tasks)}
+
+    def _load_python_state(self, state):
+        # checkpoints from before the task set was recorded: their solves had every task
+        self.solved_tasks = tuple(state.get("solved_tasks", self.tasks))
 
 
 @WEIGHTINGS.register("aligned")
@@ -369,7 +414,9 @@ class GradNorm(GradientWeighting):
     The norms are taken on the shared representation by default (the paper uses the last shared
     layer; rep mode is the batch representation, params mode all shared parameters). ``w`` is a
     parameter of the main optimizer (``extra_parameters``): backward sets its gradient
-    sum_i |G_i - target_i| / dw; w is renormalised to sum T at the start of every step.
+    sum_i |G_i - target_i| / dw; at the start of every step the present tasks' weights are
+    renormalised to sum to their number (T when all are present), an absent task's weight is left
+    as it was. L_i(0) is each task's first own loss (a task absent at step 0 records it later).
     """
 
     registry_name = "gradnorm"
@@ -383,11 +430,10 @@ class GradNorm(GradientWeighting):
         self.register_buffer("initial_losses", torch.full((len(self.tasks),), float("nan")))
 
     def solve(self, names, G, M, lvec, ctx) -> Solution:
-        T = len(self.tasks)
-        with torch.no_grad():  # the paper's renormalisation after each update of w
-            self.w.clamp_(min=1e-4)
-            self.w.mul_(T / self.w.sum())
         idx = self._idx(names, self.w.device)
+        with torch.no_grad():  # the paper's renormalisation after each update of w, over the present tasks
+            wp = self.w[idx].clamp(min=1e-4)
+            self.w[idx] = wp * (len(names) / wp.sum())
         lv = lvec.to(self.w.device)
         l0 = self.initial_losses[idx]
         self.initial_losses[idx] = torch.where(torch.isnan(l0), lv, l0)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from facemtl.errors import ConfigError
 from facemtl.weighting import _grads
-from facemtl.weighting.base import WEIGHTINGS, StepContext, Weighting, weights_info
+from facemtl.weighting.base import WEIGHTINGS, StepContext, Weighting, keep_rows, weights_info
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ class DynamicWeightAverage(LossWeighting):
 
     Epoch losses come from ``on_epoch_end(epoch, train_losses, ...)`` when the engine gives them,
     else from the strategy's own running means (it notices a new ``ctx.epoch``). K = number of
-    tasks present; a task without two epochs of history gets r = 1.
+    tasks present; a task without two epochs of history gets r = 1. The history is per task: an
+    epoch without a loss for a task (absent from every batch, or NaN) leaves its last two epoch
+    losses in place, so its ratio still compares two epochs in which it was trained.
     """
 
     def __init__(self, tasks: Sequence[str], *, temperature: float = 2.0):
@@ -151,11 +153,13 @@ class DynamicWeightAverage(LossWeighting):
         self.epoch_seen = 0  # epoch the running sums belong to
 
     def _push(self, means: dict[str, float]) -> None:
-        row = torch.full((len(self.tasks),), float("nan"), device=self.history.device)
+        """Shift each task's own history: a task without a (finite) loss this epoch keeps its last two."""
+        hist = self.history.clone()
         for t, v in means.items():
-            if t in self._index:
-                row[self._index[t]] = float(v)
-        self.history = torch.stack([self.history[1], row])
+            if t in self._index and math.isfinite(v):
+                i = self._index[t]
+                hist[0, i], hist[1, i] = hist[1, i], float(v)
+        self.history = hist
 
     def on_epoch_end(self, epoch, train_losses, val_losses):
         own = self.acc.roll()  # built from rank-averaged losses already
@@ -204,9 +208,10 @@ class FAMO(LossWeighting):
     The logits have their own Adam (``lr``, weight decay ``gamma``) and are updated from the
     decrease of the log losses: grad = J_softmax^T (log L(prev) - log L(now)). The strategy keeps
     the previous step's losses and makes that update at the start of the next ``backward`` with
-    the new batch's losses. An engine that re-evaluates the losses of the same batch after
-    ``optimizer.step()`` (the authors' protocol) calls :meth:`update` with them instead; the next
-    backward then skips its own update.
+    the new batch's losses; a task absent from some steps is compared with its own last loss, and
+    its logit (and Adam state) stays as it was while it is absent. An engine that re-evaluates the
+    losses of the same batch after ``optimizer.step()`` (the authors' protocol) calls
+    :meth:`update` with them instead; the next backward then skips its own update.
     """
 
     def __init__(self, tasks: Sequence[str], *, lr: float = 0.025, gamma: float = 1e-3, min_loss: float = 0.0):
@@ -235,15 +240,18 @@ class FAMO(LossWeighting):
     def _update(self, names: list[str], lv: Tensor) -> None:
         idx = self._idx(names, self.logits.device)
         lv = lv.to(self.logits.device)
-        prev = self.prev_losses[idx]
+        prev = self.prev_losses[idx]  # each task's own last loss, however many steps ago
         delta = torch.where(torch.isnan(prev), torch.zeros_like(lv), self._log_d(prev, idx) - self._log_d(lv, idx))
-        full = torch.zeros_like(self.logits).index_put((idx,), delta)
+        # the softmax over the present tasks (the one the weights use): an absent task's logit gets
+        # no gradient, and its row of the logits and of Adam's state is kept across the step
         with torch.enable_grad():
-            z = F.softmax(self.logits, dim=0)
-            (g,) = torch.autograd.grad(z, self.logits, grad_outputs=full)
+            z = F.softmax(self.logits[idx], dim=0)
+            (g,) = torch.autograd.grad(z, self.logits, grad_outputs=delta)
+        absent = [i for i, t in enumerate(self.tasks) if t not in names]
         self.opt.zero_grad(set_to_none=True)
         self.logits.grad = g
-        self.opt.step()
+        with keep_rows(self.opt, [self.logits], absent):
+            self.opt.step()
         self.logits.grad = None
 
     def weights(self, names, losses, lvec, ctx):
