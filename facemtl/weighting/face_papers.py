@@ -286,12 +286,15 @@ class TCDCN(LossWeighting):
         own = self.acc.roll()  # built from rank-averaged losses already
         train = {**own, **_grads.mean_over_ranks(train_losses or {}, self.tasks, self.acc.total.device)}
         val_losses = _grads.mean_over_ranks(val_losses or {}, self.tasks, self.acc.total.device)
-        for t in self.tasks:  # a task without a (finite) training loss this epoch keeps its history
+        fresh_val = set()
+        for t in self.tasks:  # a task without a (finite) loss this epoch keeps its history as it was
             if t in train and math.isfinite(train[t]):
                 self.train_hist[t].append(float(train[t]))
-            self.val_hist[t].append(float((val_losses or {}).get(t, math.nan)))
+            if t in val_losses and math.isfinite(val_losses[t]):
+                self.val_hist[t].append(float(val_losses[t]))
+                fresh_val.add(t)
         for t in self.tasks:
-            if t == self.main or t in self.stopped:
+            if t == self.main or t in self.stopped or t not in fresh_val:  # no validation loss: no decision
                 continue
             crit = self.criterion(t)
             if crit is not None and crit > self.threshold:
