@@ -275,8 +275,13 @@ def test_nash_update_every_re_solves_when_the_task_set_changes():
     _, got = train_step(model, s, None, x, ys, "rep", step=1, present=TASKS)
     _, fresh = train_step(Toy(), _build("nash"), None, x, ys, "rep", step=1, present=TASKS)
     assert got == pytest.approx(fresh, rel=1e-6)
+    with torch.no_grad():  # move the model: a re-solve would now give other weights
+        for p in model.parameters():
+            p.mul_(1.5)
     _, again = train_step(model, s, None, x, ys, "rep", step=2, present=TASKS)
     assert again == got  # same task set within update_every: alpha reused
+    _, resolved = train_step(model, _build("nash"), None, x, ys, "rep", step=2, present=TASKS)
+    assert resolved != pytest.approx(got, rel=1e-3)
 
 
 RESUME_CASES = [(n, m, {}) for n, m in CASES] + [pytest.param("nash", "rep", {"update_every": 2}, id="nash-every2")]
