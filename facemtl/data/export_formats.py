@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -188,15 +189,12 @@ def write_fer2013(out: str | Path, records: Iterable[FER2013Record], *, newline:
     counts = dict.fromkeys(FER_USAGES, 0)
     try:
         with tempfile.TemporaryDirectory(dir=out, prefix=".fer2013-") as tmp:
-            parts = {u: open(Path(tmp) / u, "w", encoding="utf-8", newline="") for u in FER_USAGES}
-            try:
+            with ExitStack() as stack:
+                parts = {u: stack.enter_context(open(Path(tmp) / u, "w", encoding="utf-8", newline="")) for u in FER_USAGES}
                 for r in records:
                     line = fer_line(r)  # checks the usage before it picks a file
                     parts[r.usage].write(line + newline)
                     counts[r.usage] += 1
-            finally:
-                for f in parts.values():
-                    f.close()
             with open(partial, "w", encoding="utf-8", newline="") as f:
                 f.write(FER_HEADER + newline)
                 for u in FER_USAGES:
