@@ -15,7 +15,7 @@ app = typer.Typer(help="Prepare a dataset into a facemtl HDF5 cache (see docs/da
 @app.command("synthetic")
 @handle_errors
 def synthetic(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Cache file to write (.h5); a new folder with --format celeba|mtfl.")] = Path("data/synthfaces.h5"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cache file to write (.h5); a new folder with --format celeba|mtfl|fer2013.")] = Path("data/synthfaces.h5"),
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Face and negative crops to render.")] = 20000,
     identities: Annotated[int, typer.Option("--identities", help="Distinct identities.")] = 200,
     sizes: Annotated[str, typer.Option("--sizes", help="Square sizes to store, comma-separated.")] = "56,112,224",
@@ -24,14 +24,14 @@ def synthetic(
     scenes: Annotated[int, typer.Option("--scenes", help="Whole detection scenes (256x256) to render.")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing cache.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted prepare from its .partial file.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="cache (HDF5), or celeba / mtfl: that dataset's exact files, for exercising the real readers.")] = "cache",
+    fmt: Annotated[str, typer.Option("--format", help="cache (HDF5), or celeba / mtfl / fer2013: that dataset's exact files with only its labels, for exercising the real readers.")] = "cache",
     layout: Annotated[str, typer.Option("--layout", help="--format celeba: official (Img/Anno/Eval) or torchvision (celeba/).")] = "official",
 ) -> None:
     """Render [bold]SynthFaces[/], the embedded procedural face set with exact labels, into a cache.
 
-    With [cyan]--format celeba[/] or [cyan]--format mtfl[/] the faces are written in that dataset's layout and
-    file formats instead (--out is then a new folder), so [cyan]facemtl prepare celeba --root OUT[/] can be tried
-    without the real data.
+    With [cyan]--format celeba[/], [cyan]mtfl[/] or [cyan]fer2013[/] the faces are written in that dataset's layout
+    and file formats instead, with only the labels that dataset has (--out is then a new folder), so
+    [cyan]facemtl prepare celeba --root OUT[/] can be tried without the real data.
 
     Example: [cyan]facemtl prepare synthetic --out data/synthfaces.h5 --num-images 20000[/]
     """

@@ -1,8 +1,9 @@
-"""Write face data in CelebA's and MTFL's own layouts and file formats (``prepare synthetic --format``).
+"""Write face data in CelebA's, MTFL's and FER2013's own layouts and file formats (``prepare synthetic --format``).
 
-Two layers: :func:`write_celeba` / :func:`write_mtfl` turn records (images plus labels in source
-pixels) into the exact files of the real datasets (header lines, runs of spaces, Windows paths),
-and :func:`export_synthetic` renders SynthFaces into those records. Anyone can then exercise the
+Two layers: :func:`write_celeba` / :func:`write_mtfl` / :func:`write_fer2013` turn records (images
+plus labels in source pixels) into the exact files of the real datasets (header lines, runs of
+spaces, Windows paths, pixel strings), and :func:`export_synthetic` renders SynthFaces into those
+records, each with only the labels that dataset has. Anyone can then exercise the
 real readers end to end without the real data; the tests build their fixtures with the first layer.
 
 Formats reproduced (from the published files):
@@ -13,13 +14,20 @@ Formats reproduced (from the published files):
 - ``list_landmarks[_align]_celeba.txt``: ``lefteye_x lefteye_y ... rightmouth_y``, rows
   ``000001.jpg 69  109  106  113   77  142 ...`` (first value, then each right-aligned in 5);
 - ``identity_CelebA.txt`` / ``list_eval_partition.txt``: ``000001.jpg 2880`` / ``000001.jpg 0``;
-- MTFL ``training.txt`` / ``testing.txt``: `` lfw_5590\\name.jpg x1 .. x5 y1 .. y5 g s gl p``.
+- MTFL ``training.txt`` / ``testing.txt``: `` lfw_5590\\name.jpg x1 .. x5 y1 .. y5 g s gl p``;
+- FER2013 ``fer2013.csv``: header ``emotion,pixels,Usage``, rows ``0,70 80 82 ... 106,Training``
+  (2304 grey values of a 48x48 image, row-major), the Training rows first, then PublicTest, then
+  PrivateTest, as in the Kaggle file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -147,6 +155,61 @@ def write_mtfl(out: str | Path, records: Iterable[MTFLRecord], *, newline: str =
     return out
 
 
+@dataclass
+class FER2013Record:
+    pixels: np.ndarray  # uint8 (48, 48) grey
+    emotion: int  # 0..6 in schema.EXPRESSION_NAMES order (FER2013's own)
+    usage: str  # Training, PublicTest or PrivateTest
+
+
+FER_SIDE = 48
+FER_HEADER = "emotion,pixels,Usage"
+FER_USAGES = ("Training", "PublicTest", "PrivateTest")  # indexed by schema.SPLITS: train, val, test
+
+
+def fer_line(r: FER2013Record) -> str:
+    px = np.asarray(r.pixels)
+    if px.shape != (FER_SIDE, FER_SIDE) or px.dtype != np.uint8:
+        raise ValueError(f"FER2013 pixels must be uint8 ({FER_SIDE}, {FER_SIDE}), got {px.dtype} {px.shape}")
+    if not 0 <= int(r.emotion) <= 6 or r.usage not in FER_USAGES:
+        raise ValueError(f"FER2013 emotion must be 0..6 and Usage one of {FER_USAGES}, got {r.emotion}, {r.usage!r}")
+    return f"{int(r.emotion)},{' '.join(map(str, px.ravel().tolist()))},{r.usage}"
+
+
+def write_fer2013(out: str | Path, records: Iterable[FER2013Record], *, newline: str = "\n", readme: str | None = None) -> Path:
+    """Write ``records`` as ``out/fer2013.csv`` (Training rows first, then PublicTest, then PrivateTest).
+
+    Rows stream to one temporary file per Usage, joined into ``fer2013.csv.partial`` and renamed,
+    so an interrupted export never leaves a CSV that looks complete; returns the CSV's path.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "fer2013.csv"
+    partial = path.with_name(path.name + ".partial")
+    counts = dict.fromkeys(FER_USAGES, 0)
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".fer2013-") as tmp:
+            with ExitStack() as stack:
+                parts = {u: stack.enter_context(open(Path(tmp) / u, "w", encoding="utf-8", newline="")) for u in FER_USAGES}
+                for r in records:
+                    line = fer_line(r)  # checks the usage before it picks a file
+                    parts[r.usage].write(line + newline)
+                    counts[r.usage] += 1
+            with open(partial, "w", encoding="utf-8", newline="") as f:
+                f.write(FER_HEADER + newline)
+                for u in FER_USAGES:
+                    with open(Path(tmp) / u, encoding="utf-8", newline="") as part:
+                        shutil.copyfileobj(part, f)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if readme:
+        (out / "README.txt").write_text(readme, encoding="utf-8")
+    log.info("wrote %d FER2013-format images to %s (%s)", sum(counts.values()), path,
+             ", ".join(f"{u} {n}" for u, n in counts.items()))
+    return path
+
+
 # -- SynthFaces -> records -------------------------------------------------------------------
 SYNTH_README = """SynthFaces exported in {fmt} format by `facemtl prepare synthetic --format {fmt}`.
 
@@ -182,6 +245,22 @@ def _paste(rng: np.random.Generator, face: np.ndarray, sample: dict, canvas: tup
     return np.asarray(img), box, pts
 
 
+def _fer_crop(rng: np.random.Generator, img: np.ndarray, sample: dict) -> np.ndarray:
+    """A FER2013-like crop: 48x48 grey, the face filling the frame (a square of 0.75-0.9 head heights
+    centred between the eyes and the mouth), cut from the square render ``img``."""
+    n = len(img)
+    x, _, w, h = np.asarray(sample["bbox"], np.float64) * n  # head box: skull top to chin
+    lm = np.asarray(sample["landmarks"], np.float64) * n
+    side = h * rng.uniform(0.75, 0.9)
+    cx = x + w / 2 + rng.uniform(-0.04, 0.04) * side
+    cy = (lm[:2, 1].mean() + lm[3:, 1].mean()) / 2 + rng.uniform(-0.04, 0.04) * side
+    # the window may leave the render (a head at the edge): extend its border pixels, as no black frame is in FER2013
+    grey = np.pad(np.asarray(Image.fromarray(img).convert("L")), n, mode="edge")
+    box = (cx - side / 2 + n, cy - side / 2 + n, cx + side / 2 + n, cy + side / 2 + n)
+    small = Image.fromarray(grey).resize((FER_SIDE, FER_SIDE), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    return np.asarray(small)
+
+
 def _synth_block(start: int, stop: int, fmt: str, cfg) -> list:
     """Worker: the records of samples ``start:stop`` (the config renders no negatives)."""
     from facemtl.data.synth import SYNTH_ATTRIBUTES, render_sample
@@ -196,7 +275,9 @@ def _synth_block(start: int, stop: int, fmt: str, cfg) -> list:
         attrs = dict(zip(SYNTH_ATTRIBUTES, np.asarray(s["attributes"]).tolist()))
         split = _split_for(i, int(s["identity"]), cfg)
         img = s["images"][max(s["images"])]
-        if fmt == "celeba":
+        if fmt == "fer2013":  # expression and Usage only: FER2013 has no other label
+            out.append(FER2013Record(pixels=_fer_crop(rng, img, s), emotion=int(s["expression"]), usage=FER_USAGES[split]))
+        elif fmt == "celeba":
             big = np.asarray(Image.fromarray(img).resize((ALIGNED_H, ALIGNED_H), Image.Resampling.BILINEAR)) if len(img) != ALIGNED_H else img
             x0 = (ALIGNED_H - ALIGNED_W) // 2  # 218-square render -> 178 x 218 aligned image
             lm = np.asarray(s["landmarks"], np.float64) * ALIGNED_H - [x0, 0]
@@ -217,25 +298,40 @@ def _synth_block(start: int, stop: int, fmt: str, cfg) -> list:
     return out
 
 
+FORMATS = {"celeba": "CelebA", "mtfl": "MTFL", "fer2013": "FER2013"}  # --format -> the real dataset
+
+
+def _fer_note() -> str:
+    from facemtl.data.synth.sampling import EXPRESSION_WEIGHTS
+
+    share = ", ".join(f"{n} {w / sum(EXPRESSION_WEIGHTS):.0%}" for n, w in zip(schema.EXPRESSION_NAMES, EXPRESSION_WEIGHTS))
+    return ("Only FER2013's labels: emotion, SynthFaces' rendered expression (all 7 classes, in SynthFaces' own "
+            f"frequencies: {share}; not FER2013's), and Usage, SynthFaces' identity split (Training / PublicTest / "
+            "PrivateTest = train / val / test; the test identities appear in no other split).\n")
+
+
 def export_synthetic(
     fmt: str, out: str | Path, *, num_images: int = 1000, identities: int = 100, seed: int = 0, workers: int = 0,
     layout: str = "official", on_progress=None,
 ) -> Path:
-    """Render ``num_images`` SynthFaces faces into ``out`` in CelebA's or MTFL's layout."""
+    """Render ``num_images`` SynthFaces faces into the new folder ``out`` in CelebA's, MTFL's or
+    FER2013's layout, each with only the labels that dataset has; returns ``out``."""
     from facemtl.data._parallel import make_blocks, map_blocks
     from facemtl.data.synth import SYNTH_ATTRIBUTES, SynthConfig
     from facemtl.errors import ConfigError
 
-    if fmt not in ("celeba", "mtfl"):
-        raise ConfigError(f"Invalid format '{fmt}'. Use cache, celeba or mtfl.")
+    if fmt not in FORMATS:
+        raise ConfigError(f"Invalid format '{fmt}'. Use cache, {', '.join(FORMATS)}.")
     if num_images < 1:
         raise ConfigError(f"--num-images must be at least 1, got {num_images}.")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder; choose a new folder for --format {fmt}.")
-    # CelebA and MTFL hold faces only: no detection negatives. CelebA's aligned image is cut from a
-    # 218-pixel square render; MTFL's face is pasted at about 150 pixels into a 250x250 photo like LFW's.
-    cfg = SynthConfig(seed=seed, identities=identities, sizes=(ALIGNED_H if fmt == "celeba" else 160,), negative_fraction=0.0)
+    # The three hold faces only: no detection negatives. CelebA's aligned image is cut from a
+    # 218-pixel square render; MTFL's face is pasted at about 150 pixels into a 250x250 photo like
+    # LFW's; FER2013's 48-pixel face is cut from a 96-pixel render (the head 58 to 96 pixels tall).
+    size = {"celeba": ALIGNED_H, "mtfl": 160, "fer2013": 96}[fmt]
+    cfg = SynthConfig(seed=seed, identities=identities, sizes=(size,), negative_fraction=0.0)
 
     def records():
         for _, recs in map_blocks(partial(_synth_block, fmt=fmt, cfg=cfg), make_blocks(range(num_images), 32), workers):
@@ -245,9 +341,13 @@ def export_synthetic(
                 yield r
 
     readme = SYNTH_README.format(
-        fmt=fmt, seed=seed, identities=identities, real="CelebA" if fmt == "celeba" else "MTFL",
-        extra=_attribute_note(list(SYNTH_ATTRIBUTES)) if fmt == "celeba" else "Male, Smiling and Eyeglasses come from SynthFaces' attributes; pose from its pose class.\n",
+        fmt=fmt, seed=seed, identities=identities, real=FORMATS[fmt],
+        extra={"celeba": lambda: _attribute_note(list(SYNTH_ATTRIBUTES)), "fer2013": _fer_note,
+               "mtfl": lambda: "Male, Smiling and Eyeglasses come from SynthFaces' attributes; pose from its pose class.\n"}[fmt](),
     )
     if fmt == "celeba":
         return write_celeba(out, records(), layout=layout, readme=readme)
-    return write_mtfl(out, records(), readme=readme)
+    if fmt == "mtfl":
+        return write_mtfl(out, records(), readme=readme)
+    write_fer2013(out, records(), readme=readme)
+    return out
