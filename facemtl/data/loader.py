@@ -118,6 +118,7 @@ class CacheLoader:
         world_size: int = 1,
         indices: np.ndarray | None = None,
         pin_memory: bool = False,
+        labels: dict[str, np.ndarray] | None = None,
     ):
         self.cache = cache if isinstance(cache, FaceCache) else FaceCache(cache)
         if batch_size < 1:
@@ -136,7 +137,8 @@ class CacheLoader:
         need_mb = len(self.indices) * sum(s * s * 3 for s in self.sizes) / 2**20
         self.in_memory = bool(need_mb <= memory_limit_mb) if in_memory == "auto" else bool(in_memory)
         self._ram: dict[int, np.ndarray] | None = None
-        self._labels = {k: v for k, v in self.cache.labels.items()}
+        # the cache's labels, or the same rows rewritten into a multi-cache layout (facemtl.data.mixing)
+        self._labels = dict(labels if labels is not None else self.cache.labels)
         self._known = {k: ~schema.LABELS[k].is_missing(v) for k, v in self._labels.items()}
 
     # -- sizing -------------------------------------------------------------------------------

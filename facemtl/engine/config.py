@@ -46,6 +46,16 @@ class DataConfig:
     val_split: str = "val"
     num_workers: int = 0
     in_memory: str = "auto"
+    #: several caches trained together (``--data a.h5,b.h5``); empty: ``path`` alone (facemtl.data.mixing)
+    sources: tuple[str, ...] = ()
+    #: how batches draw from ``sources``: proportional | uniform | temperature:T | NAME=W,...
+    mix: str = "proportional"
+    #: sample: every batch mixes the sources; batch: every batch comes from one source
+    mix_by: str = "sample"
+
+    def paths(self) -> list[str]:
+        """The caches of the run: ``sources``, or ``path`` alone."""
+        return list(self.sources) or [self.path]
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,13 @@ class RunConfig:
             raise UnknownNameError("schedule", t.schedule, SCHEDULES)
         if t.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"Invalid amp '{t.amp}'. Use auto, bf16, fp16 or off.")
+        if d.mix_by not in ("sample", "batch"):
+            raise UnknownNameError("mix-by", d.mix_by, ["sample", "batch"])
+        if len(d.sources) > 1:
+            from facemtl.data.mixing import mix_weights, source_names
+
+            names = source_names(d.sources)
+            mix_weights(d.mix, names, [1] * len(names))  # the spelling; the sizes are known once the caches are open
         for key, value in (("data.in_memory", d.in_memory), ("train.channels_last", t.channels_last)):
             try:
                 parse_bool_or_auto(value)
@@ -222,6 +239,8 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
             return int(v)
         if t.startswith("float"):
             return float(v)
+        if t.startswith("tuple[str"):
+            return tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else tuple(str(x) for x in v)
         if t.startswith("tuple[int"):
             return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
         if t == "bool":

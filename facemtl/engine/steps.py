@@ -67,25 +67,30 @@ def autocast_for(device: torch.device, amp: str):
 
 @torch.no_grad()
 def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: bool, max_batches: int = 0):
-    """Mean loss per task and each task's quick metrics over a loader (the model is left in train mode)."""
+    """Mean loss per task and each task's quick metrics over a loader (the model is left in train mode).
+
+    ``plan=None``: ``loader`` is a list of ``(loader, plan)`` (one per cache of a multi-cache run),
+    pooled: each task's loss and metrics over every sample of every loader that labels it
+    (``max_batches`` applies to each loader)."""
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     collected: dict[str, list[dict]] = {t.name: [] for t in tasks}
     by_name = {t.name: t for t in tasks}
-    for bi, batch in enumerate(loader):
-        if max_batches and bi >= max_batches:
-            break
-        batch = to_device(batch, device)
-        with autocast():
-            outputs = model.forward_heads(model.forward_features(*make_inputs(batch, plan, channels_last)))
-            losses = task_losses(tasks, outputs, batch, model.criteria)
-        n = len(batch["index"])
-        for name, loss in losses.items():
-            sums[name] = sums.get(name, 0.0) + float(loss) * n
-            counts[name] = counts.get(name, 0) + n
-            out = outputs[name]
-            collected[name].append(by_name[name].collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
+    for part, part_plan in (loader if plan is None else [(loader, plan)]):
+        for bi, batch in enumerate(part):
+            if max_batches and bi >= max_batches:
+                break
+            batch = to_device(batch, device)
+            with autocast():
+                outputs = model.forward_heads(model.forward_features(*make_inputs(batch, part_plan, channels_last)))
+                losses = task_losses(tasks, outputs, batch, model.criteria)
+            for name, loss in losses.items():
+                n = batch["present"].get(by_name[name].label_key, len(batch["index"]))
+                sums[name] = sums.get(name, 0.0) + float(loss) * n
+                counts[name] = counts.get(name, 0) + n
+                out = outputs[name]
+                collected[name].append(by_name[name].collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
     model.train()
     metrics = {}
     for t in tasks:

@@ -38,11 +38,12 @@ from typing import Any
 import torch
 
 from facemtl.data.augment import BatchAugment
-from facemtl.data.cache import FaceCache
 from facemtl.data.loader import CacheLoader, to_device
+from facemtl.data.mixing import MixedLoader
 from facemtl.engine import distributed, run_folder
 from facemtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from facemtl.engine.config import RunConfig, to_toml
+from facemtl.engine.data import RunData
 from facemtl.engine.interrupt import DeferredStop
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
@@ -51,7 +52,7 @@ from facemtl.errors import CheckpointError, ConfigError, MissingFileError, Train
 from facemtl.utils.device import pick_device
 from facemtl.utils.io import remove_stale_temp_files, write_text_atomic
 from facemtl.utils.lock import run_lock
-from facemtl.utils.options import parse_bool_or_auto
+from facemtl.utils.options import auto_or_bool
 from facemtl.utils.seed import rng_state, set_rng_state, setup_seed
 
 __all__ = [
@@ -92,6 +93,8 @@ class TrainResult:
     stopped_early: bool = False
     images_per_second: float = 0.0
     data_wait_fraction: float = 0.0
+    #: several caches: {dataset: {task: metrics}} of the test split of each (the tasks it labels)
+    test_by_dataset: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,7 +119,7 @@ class Run:
     cfg: RunConfig
     dist: distributed.DistInfo
     device: torch.device
-    cache: FaceCache
+    data: RunData
     info: Any
     tasks: list
     model: torch.nn.Module
@@ -127,8 +130,8 @@ class Run:
     scaler: Any
     plan: list[tuple[int, int]]
     channels_last: bool
-    train_loader: CacheLoader
-    val_loader: CacheLoader | None
+    train_loader: CacheLoader | MixedLoader
+    val_loaders: list[tuple[str, CacheLoader, list[tuple[int, int]]]]  # (dataset, loader, plan); main process only
     augment: BatchAugment | None
     forward_features: Callable
     shared_params: list[torch.nn.Parameter] = field(default_factory=list)
@@ -159,14 +162,16 @@ class Run:
             "rng": rng_state(), **state.state_dict(),
             # the cache as given and where it was then, so evaluate finds it from another folder
             "data_path": str(Path(cfg.data.path).absolute()), "cwd": os.getcwd(),
+            "data_paths": [str(Path(p).absolute()) for p in cfg.data.paths()], "data_names": self.data.names,
         })
 
 
 # -- building blocks ------------------------------------------------------------------------------
-def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> FaceCache:
-    """The run's cache, rendering SynthFaces into it when it is missing and the recipe allows."""
-    path = Path(cfg.data.path)
-    if not path.exists():
+def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> RunData:
+    """The run's caches, rendering SynthFaces into a lone missing cache when the recipe allows."""
+    paths = cfg.data.paths()
+    path = Path(paths[0])
+    if len(paths) == 1 and not path.exists():
         if not cfg.data.prepare_if_missing:
             raise MissingFileError(f"cache {path} does not exist; create it with `facemtl prepare` or point --data at a cache.")
         if dist_info.is_main:
@@ -181,7 +186,7 @@ def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> FaceCache:
             prepare_synthetic(path, num_images=cfg.data.synthetic_images, identities=cfg.data.synthetic_identities,
                               sizes=sizes, resume=True)
         distributed.barrier()
-    return FaceCache(path)
+    return RunData.open(paths)
 
 
 def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
@@ -197,23 +202,12 @@ def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
     raise ConfigError(f"Invalid optimizer '{t.optimizer}'. Only adamw and sgd are supported.")
 
 
-def _auto_or_bool(value: Any, setting: str) -> bool | str:
-    try:
-        return parse_bool_or_auto(value)
-    except ValueError as e:  # RunConfig.validate refuses these first; a config built by hand may not have run it
-        raise ConfigError(f"{setting}: {e}") from None
-
-
 def resolve_channels_last(value: str | bool, device: torch.device) -> bool:
-    v = _auto_or_bool(value, "train.channels_last")
+    v = auto_or_bool(value, "train.channels_last")
     return device.type == "cuda" if v == "auto" else bool(v)
 
 
-def _in_memory(cfg: RunConfig) -> bool | str:
-    return _auto_or_bool(cfg.data.in_memory, "data.in_memory")
-
-
-def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torch.device):
+def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torch.device, data: RunData | None = None):
     from facemtl.models import build_model
     from facemtl.tasks import build_tasks
 
@@ -222,29 +216,21 @@ def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torc
         from facemtl.engine.checkpoint import legacy_task_options
 
         task_options = legacy_task_options(cfg, ckpt["model"])
-    tasks = build_tasks(list(cfg.tasks.names), info, task_options)
+    try:
+        tasks = build_tasks(list(cfg.tasks.names), info, task_options)
+    except ConfigError as e:
+        if data is None or not data.multi:
+            raise
+        raise ConfigError(f"{e} The run's caches: {data.describe_caches()}.") from None
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
                         architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options,
                         **cfg.model.options).to(device)
     return tasks, model
 
 
-def _loaders(cfg: RunConfig, cache: FaceCache, plan, dist_info, device) -> tuple[CacheLoader, CacheLoader | None]:
-    sizes, t, in_memory = sorted({src for src, _ in plan}), cfg.train, _in_memory(cfg)
-    train_loader = CacheLoader(
-        cache, cfg.data.train_split, sizes, t.batch_size, shuffle=True, drop_last=dist_info.enabled, seed=t.seed,
-        num_workers=cfg.data.num_workers, in_memory=in_memory, rank=dist_info.rank, world_size=dist_info.world_size,
-        pin_memory=device.type == "cuda",
-    )
-    if not dist_info.is_main:
-        return train_loader, None
-    return train_loader, CacheLoader(cache, cfg.data.val_split, sizes, max(t.batch_size, 128), shuffle=False, in_memory=in_memory)
-
-
 def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, Any] | None = None) -> Run:
     """Seed, device, cache, tasks, model, strategy, optimizer, loaders and augmentation of ``cfg``
     (``ckpt``: the checkpoint a resume starts from, for the model's legacy options)."""
-    from facemtl.tasks import DataInfo
     from facemtl.weighting import build_weighting
     from facemtl.weighting._grads import parse_memory
 
@@ -252,9 +238,10 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     device = pick_device(cfg.train.device)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
-    cache = ensure_data(cfg, dist_info)
-    info = DataInfo.from_cache(cache)
-    tasks, model = _build_model(cfg, info, ckpt, device)
+    data = ensure_data(cfg, dist_info)
+    info = data.info()
+    tasks, model = _build_model(cfg, info, ckpt, device, data)
+    data.check_tasks(tasks)
     channels_last = resolve_channels_last(cfg.train.channels_last, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -263,13 +250,13 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     distributed.broadcast_parameters(model)
     optimizer = build_optimizer(cfg, model, strategy)
     autocast, scaler = autocast_for(device, cfg.train.amp)
-    plan = input_plan(model, cache)
-    train_loader, val_loader = _loaders(cfg, cache, plan, dist_info, device)
+    train_loader = data.train_loader(cfg, model, dist_info, device)
+    val_loaders = data.eval_loaders(cfg, model, cfg.data.val_split, max(cfg.train.batch_size, 128)) if dist_info.is_main else []
     augment = BatchAugment(cfg.augment, seed=cfg.train.seed + 1_000_003 * dist_info.rank)
     return Run(
-        cfg=cfg, dist=dist_info, device=device, cache=cache, info=info, tasks=tasks, model=model, strategy=strategy,
+        cfg=cfg, dist=dist_info, device=device, data=data, info=info, tasks=tasks, model=model, strategy=strategy,
         grad_mode=strategy.grad_mode(cfg.weighting.grad_mode), optimizer=optimizer, autocast=autocast, scaler=scaler,
-        plan=plan, channels_last=channels_last, train_loader=train_loader, val_loader=val_loader,
+        plan=data.train_plan(model), channels_last=channels_last, train_loader=train_loader, val_loaders=val_loaders,
         augment=augment if augment.enabled else None,
         forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
         shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
@@ -417,8 +404,8 @@ def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds:
     train_means = sums.loss_means()
     val_losses, val_metrics = {}, {}
     if run.dist.is_main:
-        val_losses, val_metrics = evaluate_split(run.model, run.tasks, run.val_loader, run.plan, run.device, run.autocast,
-                                                 run.channels_last, run.cfg.train.val_batches)
+        val_losses, val_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in run.val_loaders], None,
+                                                 run.device, run.autocast, run.channels_last, run.cfg.train.val_batches)
     val_losses, val_metrics = _broadcast((val_losses, val_metrics))
     run.strategy.on_epoch_end(epoch, train_means, val_losses)
     val_total = sum(val_losses.values()) if val_losses else math.inf
@@ -442,20 +429,23 @@ def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds:
     return row
 
 
-def final_metrics(run: Run) -> tuple[dict, dict]:
-    """Validation and test metrics of the best checkpoint (main process; empty elsewhere)."""
+def final_metrics(run: Run) -> tuple[dict, dict, dict]:
+    """Validation and test metrics of the best checkpoint (main process; empty elsewhere): val and
+    test over every cache together, and test per cache when the run has several."""
     if not run.dist.is_main:
-        return {}, {}
+        return {}, {}, {}
     best_path = run.run_dir / "best.pt" if (run.run_dir / "best.pt").exists() else run.last
     run.model.load_state_dict(load_checkpoint(best_path)["model"])
-    args = (run.plan, run.device, run.autocast, run.channels_last)
-    _, val_metrics = evaluate_split(run.model, run.tasks, run.val_loader, *args)
-    test_metrics = {}
-    if len(run.cache.indices("test")):
-        sizes = sorted({src for src, _ in run.plan})
-        test_loader = CacheLoader(run.cache, "test", sizes, max(run.cfg.train.batch_size, 128), shuffle=False, in_memory=_in_memory(run.cfg))
-        _, test_metrics = evaluate_split(run.model, run.tasks, test_loader, *args)
-    return val_metrics, test_metrics
+    args = (run.device, run.autocast, run.channels_last)
+    _, val_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in run.val_loaders], None, *args)
+    tests = run.data.eval_loaders(run.cfg, run.model, "test", max(run.cfg.train.batch_size, 128))
+    test_metrics, by_dataset = {}, {}
+    if tests:
+        _, test_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in tests], None, *args)
+    if run.data.multi:
+        for name, ld, plan in tests:
+            by_dataset[name] = evaluate_split(run.model, run.tasks, ld, plan, *args)[1]
+    return val_metrics, test_metrics, by_dataset
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -514,7 +504,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
         run.model.train()
         stopped_early = _loop(run, state, cb, speed)
         cb.on_train_end(model=run.model, strategy=run.strategy)
-        val_metrics, test_metrics = final_metrics(run)
+        val_metrics, test_metrics, test_by_dataset = final_metrics(run)
         if run.tb is not None:
             run.tb.close()
         desc = run.model.describe()
@@ -523,6 +513,7 @@ def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callback
             test_metrics=test_metrics, seconds=time.perf_counter() - t0,
             parameters={k: int(desc["parameters"][k]) for k in ("total", "shared", "deployed")}, stopped_early=stopped_early,
             images_per_second=speed.images_per_second(), data_wait_fraction=speed.wait_fraction(),
+            test_by_dataset=test_by_dataset,
         )
     finally:
         if lock is not None and lock.held:

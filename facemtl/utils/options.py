@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -27,3 +27,13 @@ def parse_bool_or_auto(value: str | bool | int) -> bool | Literal["auto"]:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     return parse_bool(value)
+
+
+def auto_or_bool(value: Any, setting: str) -> bool | str:
+    """:func:`parse_bool_or_auto` with a :class:`~facemtl.errors.ConfigError` naming ``setting``."""
+    from facemtl.errors import ConfigError
+
+    try:
+        return parse_bool_or_auto(value)
+    except ValueError as e:  # RunConfig.validate refuses these first; a config built by hand may not have run it
+        raise ConfigError(f"{setting}: {e}") from None
