@@ -69,12 +69,38 @@ def parse_name_list(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def data_overrides(data: str | None) -> dict[str, Any]:
+    """``--data PATH`` or ``--data A,B,C`` (several caches trained together) as config overrides."""
+    if data is None:
+        return {}
+    from facemtl.data.mixing import split_paths
+
+    paths = split_paths(data)
+    if not paths:
+        raise ConfigError(f"--data {data!r} names no cache; give a .h5 file or several separated by commas.")
+    if len(paths) == 1:
+        return {"data.path": paths[0], "data.sources": []}
+    return {"data.path": paths[0], "data.sources": paths}
+
+
 def check_data_option(data: os.PathLike | str | None, recipe_path: str) -> None:
     """A missing ``--data`` is an error, unless it is the recipe's own cache (SynthFaces, rendered
-    when missing): a mistyped path must not start a long render into a new file."""
-    if data is None or os.path.exists(data):
+    when missing): a mistyped path must not start a long render into a new file. Several caches
+    (``A,B``) must all exist: only a lone cache is ever rendered."""
+    if data is None:
         return
-    if os.path.abspath(data) == os.path.abspath(recipe_path):
+    from facemtl.data.mixing import split_paths
+
+    paths = split_paths(str(data))
+    missing = [p for p in paths if not os.path.exists(p)]
+    if not missing:
+        return
+    if len(paths) > 1:
+        raise MissingFileError(
+            f"cache(s) {', '.join(missing)} of --data {data} do not exist; check the paths, or prepare each with "
+            "`facemtl prepare DATASET --root ... --out PATH` (only a lone SynthFaces cache is rendered automatically)."
+        )
+    if os.path.abspath(paths[0]) == os.path.abspath(recipe_path):
         return
     raise MissingFileError(
         f"cache {data} (--data) does not exist; check the path. To render SynthFaces there, run "
@@ -88,7 +114,8 @@ def announce_synthetic_render(cfg: Any, sample: int = 24) -> None:
     render and for about how long: a few images are timed here, on this machine."""
     import time
 
-    if os.path.exists(cfg.data.path) or not cfg.data.prepare_if_missing or int(os.environ.get("RANK", "0")) != 0:
+    if (os.path.exists(cfg.data.path) or not cfg.data.prepare_if_missing or len(cfg.data.paths()) > 1
+            or int(os.environ.get("RANK", "0")) != 0):
         return
     from facemtl.data.synth import SynthConfig
     from facemtl.data.synthetic import render_block

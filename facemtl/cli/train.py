@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from facemtl.cli._common import announce_synthetic_render, check_data_option, console, err_console, handle_errors, parse_name_list
+from facemtl.cli._common import announce_synthetic_render, check_data_option, console, data_overrides, err_console, handle_errors, parse_name_list
 from facemtl.engine.trainer import Callbacks
 from facemtl.errors import ConfigError, TrainingInterrupted
 
@@ -111,6 +111,24 @@ def results_table(result, title: str) -> Table:
     return t
 
 
+def dataset_table(result) -> Table:
+    """Test metrics per dataset of a run over several caches (a task only where a cache labels it)."""
+    names = list(result.test_by_dataset)
+    t = Table(title="test split of each dataset")
+    t.add_column("task")
+    t.add_column("metric")
+    for n in names:
+        t.add_column(n, justify="right")
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for n, by_task in result.test_by_dataset.items():
+        for task, metrics in by_task.items():
+            for m, v in metrics.items():
+                rows.setdefault((task, m), {})[n] = v
+    for (task, m), vals in rows.items():
+        t.add_row(task, m, *("-" if n not in vals else f"{vals[n]:.4f}" for n in names))
+    return t
+
+
 @handle_errors
 def train(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Packaged recipe name or a TOML file.")] = "default",
@@ -122,7 +140,9 @@ def train(
     weighting_args: Annotated[Optional[str], typer.Option("--weighting-args", help="Strategy options, e.g. 'main=landmarks' or 'weights=landmarks:1;smile:0.5'.")] = None,
     grad_mode: Annotated[Optional[str], typer.Option("--grad-mode", help="rep (shared representation) or params (shared parameters).")] = None,
     grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for the per-task gradients in --grad-mode params, e.g. 4GiB (default) or 512MB; tasks are batched within it on a GPU.")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing), or several separated by commas, trained together (docs/training.md, 'Several datasets').")] = None,
+    mix: Annotated[Optional[str], typer.Option("--mix", help="With several caches: how batches draw from them: proportional (default), uniform, temperature:T or NAME=W,NAME=W (NAME = file stem).")] = None,
+    mix_by: Annotated[Optional[str], typer.Option("--mix-by", help="With several caches: sample (every batch mixes them, default) or batch (each batch from one cache).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split (default: the recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the schedule (default: the recipe's).")] = None,
@@ -164,13 +184,14 @@ def train(
         return
     overrides: dict[str, Any] = {
         "tasks.names": parse_name_list(tasks), "model.backbone": backbone, "weighting.name": weighting,
-        "weighting.grad_mode": grad_mode, "weighting.grad_memory": grad_memory, "data.path": str(data) if data else None, "train.epochs": epochs,
+        "weighting.grad_mode": grad_mode, "weighting.grad_memory": grad_memory, "train.epochs": epochs, "data.mix": mix, "data.mix_by": mix_by,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer, "train.schedule": schedule,
         "train.patience": patience, "train.grad_clip": grad_clip, "train.amp": amp, "train.device": device,
         "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,
         "train.seed": seed, "train.max_steps_per_epoch": max_steps, "out": str(out) if out else None,
         "augment.preset": augment, "model.architecture": architecture,
     }
+    overrides.update(data_overrides(data))
     if architecture is not None:  # another architecture: its own defaults, not the recipe's options
         overrides["model.architecture_options"] = {}
     if weighting_args is not None:
@@ -197,5 +218,7 @@ def train(
         cb.close()
     title = f"{cfg.name}: best epoch {result.best_epoch} of {len(result.history)} ({result.seconds:.0f} s, {result.parameters['total']:,} parameters)"
     console.print(results_table(result, title))
+    if result.test_by_dataset:
+        console.print(dataset_table(result))
     console.print(f"run folder: [bold]{result.run_dir}[/] (config.toml, metrics.csv, weights.csv, best.pt, last.pt)")
     console.print(f"next: [cyan]facemtl evaluate {result.run_dir}[/]")

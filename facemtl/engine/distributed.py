@@ -89,6 +89,19 @@ def all_reduce_gradients(params: list[nn.Parameter]) -> None:
         offset += n
 
 
+def all_reduce_present(present: dict[str, int], device: torch.device) -> dict[str, int]:
+    """The largest labelled count of each label key over the ranks, so that every rank computes a
+    loss for the same tasks (a task labelled on one rank only gets a zero loss, with its graph, on
+    the others). The strategies all-reduce their per-task solver inputs over the tasks present,
+    so ranks that disagreed on the task set would deadlock. One small collective per step."""
+    if not dist.is_initialized() or dist.get_world_size() == 1 or not present:
+        return present
+    keys = sorted(present)
+    t = torch.tensor([int(present[k]) for k in keys], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return dict(zip(keys, t.tolist()))
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -302,6 +302,8 @@ def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index
     # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
     loss_scale = scaler.scale(torch.ones((), device=run.device)) if scaler is not None else 1.0
     active = set(run.strategy.active_tasks())
+    if run.dist.enabled:  # every rank must present the same tasks to the strategy
+        batch = {**batch, "present": distributed.all_reduce_present(batch["present"], run.device)}
     inputs = make_inputs(batch, run.plan, run.channels_last)
     if run.augment is not None:  # per-sample draw from (seed, epoch, batch): resumes exactly
         inputs, batch = run.augment(inputs, batch, epoch=epoch, batch_index=batch_index)
