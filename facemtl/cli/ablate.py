@@ -25,7 +25,7 @@ def ablate(
     seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
     data: Annotated[Optional[str], typer.Option("--data", help="Cache file, or several comma-separated (A.h5,B.h5: every run trains on all of them and is evaluated on each). Default: the recipe's.")] = None,
-    mix: Annotated[Optional[list[str]], typer.Option("--mix", help="With several --data caches: how batches draw from them (proportional, uniform, temperature:T, NAME=W,NAME=W). Repeat it (--mix proportional --mix uniform) to train every configuration once per mix.")] = None,
+    mix: Annotated[Optional[list[str]], typer.Option("--mix", metavar="MIX", help="With several --data caches: how batches draw from them (proportional, uniform, temperature:T, NAME=W,NAME=W). Repeat it (--mix proportional --mix uniform) to train every configuration once per mix.")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Backbone of every run (default: the recipe's).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs of every run (default: the recipe's).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick ablations).")] = None,
