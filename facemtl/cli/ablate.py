@@ -24,7 +24,8 @@ def ablate(
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="TASK=START:STOP:STEP: fixed weight w of TASK, the others (1-w)/(n-1).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Train every configuration with seeds 0..N-1.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe giving backbone and training settings.")] = "default",
-    data: Annotated[Optional[Path], typer.Option("--data", help="Cache file (default: the recipe's).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Cache file, or several comma-separated (A.h5,B.h5: every run trains on all of them and is evaluated on each). Default: the recipe's.")] = None,
+    mix: Annotated[Optional[list[str]], typer.Option("--mix", metavar="MIX", help="With several --data caches: how batches draw from them (proportional, uniform, temperature:T, NAME=W,NAME=W). Repeat it (--mix proportional --mix uniform) to train every configuration once per mix.")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Backbone of every run (default: the recipe's).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs of every run (default: the recipe's).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap the steps per epoch (quick ablations).")] = None,
@@ -41,30 +42,36 @@ def ablate(
 
     Examples: [cyan]facemtl ablate --tasks landmarks,pose,smile,glasses --main landmarks --subsets main-plus-one --out runs/abl[/],
     [cyan]facemtl ablate --tasks landmarks,pose,smile --subsets landmarks+pose+smile --architecture hps,mtan,mmoe --out runs/arch[/],
-    [cyan]facemtl ablate --tasks identity,expression --sweep identity=0:1:0.1 --out runs/sweep[/] (seed 003's Figure 2).
+    [cyan]facemtl ablate --tasks identity,expression --sweep identity=0:1:0.1 --out runs/sweep[/] (seed 003's Figure 2),
+    [cyan]facemtl ablate --tasks landmarks,smile --data data/mtfl.h5,data/celeba.h5 --mix proportional --mix uniform --out runs/mix[/]
+    (columns per task and dataset, e.g. landmarks@mtfl/nme).
     Finished runs are skipped on a rerun. Definitions (Delta-m%): docs/reports.md.
     """
     from facemtl.cli.train import _parse_set, build_config
+    from facemtl.data.mixing import split_paths
     from facemtl.errors import ConfigError
-    from facemtl.reports.ablate import check_tasks, run_ablation, run_status
+    from facemtl.reports.ablate import check_tasks, headline_metrics, run_ablation, run_status
     from facemtl.reports.ablation_plan import plan_ablation
-    from facemtl.tasks.registry import section
 
+    paths = split_paths(data) if data else []
+    mixes = [m.strip() for m in mix or [] if m.strip()]  # not split on commas: NAME=W,NAME=W is one mix
     overrides: dict[str, Any] = {
-        "data.path": str(data) if data else None, "model.backbone": backbone, "train.epochs": epochs,
+        "data.path": paths[0] if paths else None, "data.sources": (paths if len(paths) > 1 else []) if paths else None,
+        "data.mix": mixes[0] if len(mixes) == 1 else None, "model.backbone": backbone, "train.epochs": epochs,
         "train.max_steps_per_epoch": max_steps, "train.batch_size": batch_size, "train.lr": lr, "train.device": device,
         "augment.preset": augment, "weighting.grad_memory": grad_memory,
     }
     overrides.update(_parse_set(set_))
     # another backbone drops the recipe's input size and model options (facemtl/engine/config.py)
     base = build_config(recipe, overrides=overrides).validate()
-    if data is not None:
-        check_data_option(data, build_config(recipe).data.path)
+    if len(paths) == 1:
+        check_data_option(paths[0], build_config(recipe).data.path)
     # the multi-task runs use the recipe's own strategy (and its options) unless --weighting says otherwise
     plan = plan_ablation(parse_name_list(tasks) or [], main=main, subsets=subsets,
                          weightings=parse_name_list(weighting) or [base.weighting.name], sweep=sweep, seeds=seeds,
                          strategy_defaults={base.weighting.name: dict(base.weighting.options)},
-                         architectures=parse_name_list(architecture) or [base.model.architecture], backbone=base.model.backbone)
+                         architectures=parse_name_list(architecture) or [base.model.architecture], backbone=base.model.backbone,
+                         mixes=mixes, sources=base.data.paths())
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"Invalid split '{split}'. Use train, val, test or all.")
     check_tasks(base, plan.tasks)  # before anything else: every task must have labels in the cache
@@ -80,8 +87,7 @@ def ablate(
         if what == "train":
             err_console.print(f"\\[{i + 1}/{n}] training [bold]{escape(name)}[/] ...")
         elif res is not None:
-            heads = {t: s.headline for t, k in res["kinds"].items() if (s := section(k)) is not None}
-            head = ", ".join(f"{t}/{m} {res['metrics'].get(f'{t}/{m}', float('nan')):.4f}" for t, m in heads.items())
+            head = ", ".join(f"{k} {v:.4f}" for k, v in headline_metrics(res).items())
             tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 

@@ -15,7 +15,7 @@ from facemtl.cli._common import console, handle_errors
 @handle_errors
 def evaluate(
     source: Annotated[Path, typer.Argument(help="Run folder (its best.pt) or a checkpoint file.", show_default=False)],
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="celeba, lfwa, mtfl, synthetic (found under $FACEMTL_DATA, default data/), lfw-subset (real-face check, prepared on first use) or PATH.h5; default: the run's training cache.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="celeba, lfwa, mtfl, synthetic (found under $FACEMTL_DATA, default data/), lfw-subset (real-face check, prepared on first use) or PATH.h5; for a run trained on several caches also one of its dataset names (the caches' file stems). Default: the run's training cache(s), each one of a multi-cache run.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache file to evaluate on (overrides the --dataset location).")] = None,
     split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default RUN/eval-SPLIT).")] = None,
@@ -32,6 +32,8 @@ def evaluate(
     the run's training curves. Definitions: docs/reports.md.
     With [cyan]--dataset lfw-subset[/] it checks transfer to real faces: the face / non-face accuracy of the
     detection task on scikit-image's 200 LFW crops (written to $FACEMTL_DATA/lfw-subset.h5 on first use).
+    A run trained on several caches ([cyan]--data a.h5,b.h5[/]) is evaluated on each, every task where the cache
+    labels it: RUN/eval-SPLIT/NAME/ per dataset and one combined metrics.json and summary.md.
     Example: [cyan]facemtl evaluate runs/tcdcn --dataset mtfl[/], [cyan]facemtl evaluate runs/default/best.pt --split val[/],
     [cyan]facemtl evaluate runs/default --dataset lfw-subset[/].
     """
@@ -50,6 +52,9 @@ def evaluate(
         result = run_eval(source, dataset=dataset, data=data, split=split, out=out, device=device, batch_size=batch_size,
                           max_pairs=max_pairs, scenes=scenes and max_scenes > 0, figures=figures, scan=scan)
     doc = result.document
+    if result.datasets:
+        _datasets_summary(result)
+        return
     console.print(escape(f"{doc['recipe']} on {Path(doc['data']).name}, split {doc['split']} ({doc['samples']} samples)"))
     t = Table()
     for col, just in (("task", "left"), ("metric", "left"), ("value", "right"), ("baseline", "right"), ("", "left")):
@@ -66,6 +71,34 @@ def evaluate(
         for name, why in result.skipped.items():
             console.print(f"[yellow]skipped[/] {escape(name)}: {escape(why)}")
     console.print(f"report: [bold]{result.out_dir}[/] (metrics.json, summary.md, CSV tables, PNG figures)")
+
+
+def _datasets_summary(result) -> None:
+    """A multi-cache run: one row per task and metric, one column per dataset (blank: not labelled there)."""
+    from facemtl.reports._io import fmt
+    from facemtl.reports.evaluate import dataset_table
+
+    doc = result.document
+    sizes = ", ".join(f"{n} {e['samples']}" for n, e in doc["datasets"].items())
+    console.print(escape(f"{doc['recipe']} on {len(doc['datasets'])} datasets, split {doc['split']} (samples: {sizes})"))
+    df = dataset_table(result.datasets, doc["model_tasks"])
+    t = Table()
+    for col, just in (("task", "left"), ("metric", "left"), *((n, "right") for n in result.datasets), ("", "left")):
+        t.add_column(escape(col), justify=just)  # type: ignore[arg-type]
+    last = None
+    for (task, metric), row in df.iterrows():
+        t.add_row(escape(task) if task != last else "", escape(metric),
+                  *["" if row[n] != row[n] else fmt(row[n]) for n in result.datasets], "↓" if row["better"] == "lower" else "↑")
+        last = task
+    console.print(t)
+    for name, e in doc["datasets"].items():
+        if not e["tasks"]:
+            console.print(f"[yellow]nothing measured[/] on {escape(name)}: "
+                          f"{escape('; '.join(f'{k}: {v}' for k, v in e['skipped'].items()))}", highlight=False)
+        elif e["skipped"]:
+            console.print(f"[dim]not on {escape(name)}: {escape(', '.join(e['skipped']))} (no labels there)[/]", highlight=False)
+    console.print(f"report: [bold]{result.out_dir}[/] (metrics.json and summary.md over every dataset; "
+                  f"one folder per dataset: {escape(', '.join(e['report'] for e in doc['datasets'].values() if e['report']))})")
 
 
 def _lfw_subset_summary(result) -> None:

@@ -5,7 +5,9 @@ resolved :class:`RunConfig` as a dict), ``config_digest``, ``data_info``, ``mode
 (state dict, identity centres included), ``weighting``, ``optimizer``, ``scheduler_step``,
 ``scaler``, ``epoch`` (epochs finished), ``step``, ``batches_done`` (inside an interrupted
 epoch), ``rng``, ``best``, ``bad_epochs``, ``history``, ``data_path`` (the training cache,
-absolute) and ``cwd`` (the folder training ran in; both absent before 0.2).
+absolute) and ``cwd`` (the folder training ran in; both absent before 0.2), ``data_paths`` and
+``data_names`` (every cache of the run, absolute, and their short names; absent before several
+caches could be trained together).
 """
 
 from __future__ import annotations
@@ -51,8 +53,31 @@ def training_cache(state: dict[str, Any], run_dir: str | Path | None = None) -> 
     folder training ran in, worked out from the run folder and its ``out`` setting. When none
     exists the recorded (or given) path is returned, for the caller's "does not exist" message.
     """
-    given = Path(state["config"]["data"]["path"])
-    candidates = [Path(state["data_path"])] if state.get("data_path") else []
+    return _find_cache(state["config"]["data"]["path"], state.get("data_path"), state, run_dir)
+
+
+def training_caches(state: dict[str, Any], run_dir: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """``(paths, names)`` of every cache a checkpoint was trained on (``--data a.h5,b.h5``), each
+    found as :func:`training_cache` finds the one cache; names are the run's short dataset names
+    (:func:`facemtl.data.mixing.source_names`). A one-cache run, or a checkpoint written before
+    several caches could be trained together, gives ``[training_cache(...)]``."""
+    from facemtl.data.mixing import source_names
+
+    given = list(state["config"]["data"].get("sources") or ())
+    if len(given) < 2:
+        paths = [training_cache(state, run_dir)]
+        return paths, source_names(paths)
+    recorded = list(state.get("data_paths") or ())
+    if len(recorded) != len(given):
+        recorded = [None] * len(given)
+    paths = [_find_cache(g, r, state, run_dir) for g, r in zip(given, recorded)]
+    names = list(state.get("data_names") or ())
+    return paths, names if len(names) == len(paths) else source_names(given)
+
+
+def _find_cache(given_path: str, recorded: str | None, state: dict[str, Any], run_dir: str | Path | None) -> str:
+    given = Path(given_path)
+    candidates = [Path(recorded)] if recorded else []
     candidates.append(given)
     if not given.is_absolute():
         if state.get("cwd"):

@@ -100,10 +100,27 @@ class LabelAdapter:
 
 
 def label_check(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> tuple[list, dict[str, str]]:
-    """(tasks the split has labels for, {task: why skipped}) for a model's tasks on a cache."""
+    """(tasks the split has labels for, {task: why skipped}) for a model's tasks on a cache;
+    ConfigError when the split is empty or labels none of them."""
     rows = cache.indices(split)
     if len(rows) == 0:
         raise ConfigError(f"cache {cache.path} has no samples in split '{split}'; choose another --split.")
+    keep, skipped = labelled_tasks(tasks, cache, split, adapter)
+    if not keep:
+        labelled = [k for k in cache.labels if cache.has_label(k)[rows].any()]
+        raise ConfigError(
+            f"{cache.path} has no labels for any of the model's tasks ({', '.join(t.name for t in tasks)}) in split "
+            f"'{split}': {'; '.join(f'{k}: {v}' for k, v in skipped.items())}. It labels: {', '.join(labelled) or 'nothing'}."
+        )
+    return keep, skipped
+
+
+def labelled_tasks(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> tuple[list, dict[str, str]]:
+    """:func:`label_check` without the errors: an empty split or a cache labelling none of the
+    tasks gives no task to keep (one cache of a multi-cache run may label only some tasks)."""
+    rows = cache.indices(split)
+    if len(rows) == 0:
+        return [], {t.name: f"no samples in split '{split}' of {cache.path.name}" for t in tasks}
     keep, skipped = [], {}
     for t in tasks:
         if t.label_key not in cache.labels or not cache.has_label(t.label_key)[rows].any():
@@ -115,12 +132,6 @@ def label_check(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -> t
             skipped[t.name] = f"{why} in {cache.path.name}"
             continue
         keep.append(t)
-    if not keep:
-        labelled = [k for k in cache.labels if cache.has_label(k)[rows].any()]
-        raise ConfigError(
-            f"{cache.path} has no labels for any of the model's tasks ({', '.join(t.name for t in tasks)}) in split "
-            f"'{split}': {'; '.join(f'{k}: {v}' for k, v in skipped.items())}. It labels: {', '.join(labelled) or 'nothing'}."
-        )
     return keep, skipped
 
 

@@ -21,6 +21,12 @@ AUC for identity) with that task's single-task run in the same ablation, average
 ``100/T * sum_i (-1)^[higher is better] (M_i - S_i) / |S_i|``. Lower is better; negative = the
 multi-task model beats the single-task models. Tasks without a single-task run are left out of
 the average (``delta_m_over`` lists the tasks used).
+
+On several caches (``--data a.h5,b.h5``) every run is evaluated on each cache
+(:mod:`facemtl.reports.evaluate`), so the table has one column per task *and dataset* that labels
+it (``landmarks@mtfl/nme``), and Delta-m% averages over those (task, dataset) headlines, each
+against the same column of the task's single-task run (of the same ``--mix``, when the mix is an
+axis). ``delta_m_over`` then lists ``task@dataset`` entries.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from facemtl.errors import ConfigError, DataFormatError
 from facemtl.metrics import delta_m, plots
 from facemtl.reports._io import safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.ablation_plan import Configuration, Plan
+from facemtl.reports.evaluate import dataset_key
 from facemtl.tasks.registry import lower_is_better_metrics, section
 from facemtl.utils.io import write_json_atomic, write_text_atomic
 
@@ -70,6 +77,8 @@ def run_config(base: RunConfig, c: Configuration, seed: int, run_dir: Path) -> R
     cfg = dataclasses.replace(cfg, weighting=dataclasses.replace(cfg.weighting, name=c.weighting, options=dict(c.options), grad_mode=None))
     if c.architecture != cfg.model.architecture:  # likewise the recipe's architecture options belong to its architecture
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, architecture=c.architecture, architecture_options={}))
+    if c.mix is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mix=c.mix))
     return cfg
 
 
@@ -87,6 +96,12 @@ def check_tasks(base: RunConfig, tasks: tuple[str, ...]) -> None:
     from facemtl.data.cache import FaceCache
     from facemtl.tasks import DataInfo, build_tasks
 
+    if len(base.data.paths()) > 1:  # every task labelled by at least one of the caches (names them otherwise)
+        from facemtl.engine.data import RunData
+
+        data = RunData.open(base.data.paths())
+        data.check_tasks(build_tasks(list(tasks), data.info(), base.tasks.options))
+        return
     path = Path(base.data.path)
     if not path.exists():
         if not base.data.prepare_if_missing:
@@ -140,13 +155,16 @@ def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str) 
     run_dir = cfg.run_dir()
     resume = (run_dir / "last.pt").exists()
     tr = train(cfg, resume=resume, force=not resume)
-    ev = evaluate(run_dir, data=cfg.data.path, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False)
+    # one cache: evaluated on it; several: on each (columns task@dataset), their paths as the run recorded them
+    data = {"data": cfg.data.path} if len(cfg.data.paths()) == 1 else {}
+    ev = evaluate(run_dir, **data, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False)
     metrics = {k: float(v) for k, v in ev.flat().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    measured = ev.task_reports()
     result = {
         "configuration": {"name": c.name, "kind": c.kind, "tasks": list(c.tasks), "weighting": c.weighting, "architecture": c.architecture,
-                          "options": c.options, "sweep_task": c.sweep_task, "sweep_weight": c.sweep_weight, "seed": seed},
-        "kinds": {r.task: r.kind for r in ev.reports}, "metrics": metrics, "split": split,
-        "baselines": {f"{r.task}/{k}": v for r in ev.reports for k, v in r.baselines.items()},
+                          "options": c.options, "sweep_task": c.sweep_task, "sweep_weight": c.sweep_weight, "mix": c.mix, "seed": seed},
+        "kinds": {r.task: r.kind for _, r in measured}, "metrics": metrics, "split": split, "datasets": list(ev.datasets),
+        "baselines": {f"{key}/{k}": v for key, r in measured for k, v in r.baselines.items()},
         "seconds": tr.seconds, "parameters": tr.parameters, "best_epoch": tr.best_epoch, "epochs_run": len(tr.history),
         "stopped_early": tr.stopped_early, "config": cfg.to_dict(),
     }
@@ -186,20 +204,45 @@ def run_ablation(plan: Plan, base: RunConfig, out: str | Path, *, split: str = "
 
 # -- the table ------------------------------------------------------------------------------------
 def _columns(plan: Plan, results: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """(column prefix, metric, higher is better) of every column: prefix ``task``, or ``task@dataset``
+    for each dataset of a multi-cache ablation that the task was measured on."""
     kinds: dict[str, str] = {}
+    datasets: list[str] = []
     for r in results:
         kinds.update(r["kinds"])
+        datasets += [d for d in r.get("datasets", ()) if d not in datasets]
     cols = []
     for t in plan.tasks:
         sec = section(kinds.get(t, ""))  # the metrics each task's report section tabulates, headline first
-        for m in sec.table if sec is not None else ():
-            cols.append((t, m, sec.higher_is_better(m)))
+        keys = [t] if not datasets else [k for d in datasets if _measured(results, k := dataset_key(t, d))]
+        for key in keys:
+            for m in sec.table if sec is not None else ():
+                cols.append((key, m, sec.higher_is_better(m)))
     return cols
+
+
+def _measured(results: list[dict[str, Any]], key: str) -> bool:
+    return any(k.startswith(f"{key}/") for r in results for k in r["metrics"])
+
+
+def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """{"<task>/<metric>" or "<task>@<dataset>/<metric>": value} of the headline metric of every task
+    (and dataset) of one run's result."""
+    heads = {t: s.headline for t, k in result["kinds"].items() if (s := section(k)) is not None}
+    out = {}
+    for t, m in heads.items():
+        for key in [dataset_key(t, d) for d in result.get("datasets") or ()] or [t]:
+            if f"{key}/{m}" in result["metrics"]:
+                out[f"{key}/{m}"] = result["metrics"][f"{key}/{m}"]
+    return out
 
 
 def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per configuration: metric means and stds over seeds, parameters, time, Delta-m%."""
     cols = _columns(plan, results)
+    mixes = any(c.mix is not None for c in plan.configurations)
+    # the single-task configuration of each (task, mix): Delta-m's reference
+    single = {(c.tasks[0], c.mix): c.name for c in plan.configurations if c.kind == "single"}
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_name.setdefault(r["configuration"]["name"], []).append(r)
@@ -209,6 +252,8 @@ def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
         row: dict[str, Any] = {"configuration": c.name, "tasks": "+".join(c.tasks), "n_tasks": len(c.tasks),
                                "weighting": c.weighting if c.kind != "single" else "-", "architecture": c.architecture,
                                "kind": c.kind}
+        if mixes:
+            row["mix"] = c.mix
         if plan.sweep is not None:
             row["sweep_weight"] = c.sweep_weight if c.sweep_weight is not None else np.nan
         row["seeds"] = len(rs)
@@ -221,20 +266,22 @@ def ablation_table(plan: Plan, results: list[dict[str, Any]]) -> pd.DataFrame:
         row["train_s"] = float(np.mean([r["seconds"] for r in rs])) if rs else np.nan
         rows.append(row)
     df = pd.DataFrame(rows).set_index("configuration")
-    heads = {t: (m, hib) for t, m, hib in reversed(cols)}  # first metric of each task = headline
+    heads = {key: (m, hib) for key, m, hib in reversed(cols)}  # first metric of each task (and dataset) = headline
     dm, over = [], []
-    for _name, row in df.iterrows():
-        tasks = row["tasks"].split("+")
-        mtl, single, hib = {}, {}, {}
-        for t in tasks:
-            if t not in heads or t not in df.index:
+    for c in plan.configurations:
+        row = df.loc[c.name]
+        ref = {t: single.get((t, c.mix)) for t in c.tasks}
+        mtl, base_of, hib = {}, {}, {}
+        for key, (m, h) in heads.items():
+            t = key.split("@")[0]
+            if t not in c.tasks or ref[t] not in df.index:
                 continue
-            m, h = heads[t]
-            base, value = df.at[t, f"{t}/{m}"], row[f"{t}/{m}"]
+            base, value = df.at[ref[t], f"{key}/{m}"], row[f"{key}/{m}"]
             if np.isfinite(base) and np.isfinite(value) and base != 0:
-                mtl[t], single[t], hib[t] = value, base, h
-        dm.append(delta_m(mtl, single, hib) if mtl else np.nan)
-        over.append(",".join(mtl) if mtl else "-")
+                mtl[key], base_of[key], hib[key] = value, base, h
+        keys = [key for key in heads if key in mtl]  # in column order (heads is built reversed)
+        dm.append(delta_m(mtl, base_of, hib) if mtl else np.nan)
+        over.append(",".join(reversed(keys)) if mtl else "-")
     df["delta_m_%"] = dm
     df["delta_m_over"] = over
     return df
@@ -244,6 +291,8 @@ def markdown_table(df: pd.DataFrame) -> pd.DataFrame:
     """The table as shown in ablation.md: "mean ± std" cells, fewer columns."""
     show = pd.DataFrame(index=df.index)
     show["weighting"] = df["weighting"]
+    if "mix" in df:
+        show["mix"] = df["mix"]
     if "architecture" in df and (df["architecture"] != "hps").any():
         show["architecture"] = df["architecture"]
     if "sweep_weight" in df:
@@ -314,9 +363,18 @@ def _baselines(df: pd.DataFrame, results: list[dict[str, Any]]) -> dict[str, flo
     return out
 
 
+def _data_text(data: dict[str, Any], plan: Plan) -> str:
+    sources = data.get("sources") or []
+    if len(sources) > 1:
+        mix = "mix: the mix column" if any(c.mix is not None for c in plan.configurations) else f"mix {data.get('mix', 'proportional')}"
+        return " + ".join(f"`{p}`" for p in sources) + f" ({mix}, by {data.get('mix_by', 'sample')}; " \
+            "columns task@dataset, each measured on its cache's own split)"
+    return f"`{data.get('path', '?')}`"
+
+
 def _md_table(df: pd.DataFrame) -> str:
     show = markdown_table(df)
-    return to_markdown(show, right=[c for c in show.columns if c not in ("weighting", "architecture")])
+    return to_markdown(show, right=[c for c in show.columns if c not in ("weighting", "architecture", "mix")])
 
 
 def _markdown(plan: Plan, df: pd.DataFrame, figures: list[str], results: list[dict[str, Any]]) -> str:
@@ -327,7 +385,7 @@ def _markdown(plan: Plan, df: pd.DataFrame, figures: list[str], results: list[di
         f"# Ablation: {', '.join(plan.tasks)}" + (f" (main task: {plan.main})" if plan.main else ""), "",
         f"- {len(plan.configurations)} configurations x {plan.seeds} seed(s); backbone `{r0.get('model', {}).get('backbone', '?')}`, "
         f"{train.get('epochs', '?')} epoch(s)" + (f" of at most {train['max_steps_per_epoch']} steps" if train.get("max_steps_per_epoch") else "")
-        + f", batch {train.get('batch_size', '?')}, data `{r0.get('data', {}).get('path', '?')}`; metrics on split **{split}**",
+        + f", batch {train.get('batch_size', '?')}, data {_data_text(r0.get('data', {}), plan)}; metrics on split **{split}**",
         "- cells: mean ± standard deviation over seeds; params: deployed network (shared trunk + heads); train s: wall time per run",
         "- Δm%: mean relative change of each task's headline metric against its single-task run, signed so that "
         "**lower is better** (negative: multi-task beats single-task)", "",

@@ -16,6 +16,11 @@ With ``--architecture hps,mtan,...`` every multi-task subset and strategy is tra
 architecture (single-task runs keep ``hps``: a task alone has nothing to share, and Delta-m%
 compares against plain single-task networks). Names of ``hps`` configurations do not change.
 
+With several caches (``--data a.h5,b.h5``) and ``--mix`` given more than once, every
+configuration, single-task ones included, is trained once per mix (the mix changes what a task
+alone sees too: how often its labelled samples come); Delta-m% compares each configuration with
+the single-task runs of the same mix. Names then carry the mix (``landmarks+smile [ew, mix uniform]``).
+
 Without ``--subsets``: ``singles`` with a sweep, else ``main-plus-one`` with ``--main``, else ``all``.
 
 A sweep ``--sweep TASK=START:STOP:STEP`` (seed 003's Figure 2) adds one configuration per value w
@@ -26,6 +31,7 @@ configuration is trained once per seed 0..N-1.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -54,6 +60,8 @@ class Configuration:
     sweep_task: str | None = None
     sweep_weight: float | None = None
     architecture: str = "hps"
+    #: the data mix of a multi-cache ablation with several ``--mix`` (None: the recipe's)
+    mix: str | None = None
 
     @property
     def kind(self) -> str:
@@ -62,12 +70,14 @@ class Configuration:
     @property
     def name(self) -> str:
         base = "+".join(self.tasks)
+        mix = f"mix {self.mix}" if self.mix is not None else ""
         if self.kind == "single":
-            return base
+            return f"{base} [{mix}]" if mix else base
         arch = f", {self.architecture}" if self.architecture != "hps" else ""
+        mix = f", {mix}" if mix else ""
         if self.kind == "sweep":
-            return f"{base} [{self.sweep_task}={self.sweep_weight:g}{arch}]"
-        return f"{base} [{self.weighting}{arch}]"
+            return f"{base} [{self.sweep_task}={self.sweep_weight:g}{arch}{mix}]"
+        return f"{base} [{self.weighting}{arch}{mix}]"
 
     def run_name(self, seed: int) -> str:
         """Folder name of one seed's run (file-system safe, unique within an ablation)."""
@@ -78,6 +88,8 @@ class Configuration:
             base += f"__{self.weighting}"
         if self.architecture != "hps":
             base += f"__{self.architecture}"
+        if self.mix is not None:
+            base += f"__mix_{self.mix}"
         return safe_name(f"{base}__s{seed}")
 
 
@@ -158,17 +170,45 @@ def _subsets(mode: str, tasks: tuple[str, ...], main: str | None) -> list[tuple[
     return out
 
 
+def _check_mixes(mixes: list[str] | tuple[str, ...], sources: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The mixes of ``--mix`` checked against the caches; the axis (empty for fewer than two mixes)."""
+    from facemtl.data.mixing import mix_weights, source_names
+
+    mixes = tuple(m.strip() for m in mixes if m.strip())
+    if not mixes:
+        return ()
+    if len(sources) < 2:
+        raise ConfigError(
+            f"--mix {' --mix '.join(mixes)} chooses how several caches are mixed, but the ablation trains on one cache"
+            f"{f' ({sources[0]})' if sources else ''}; give the caches with --data A.h5,B.h5, or drop --mix."
+        )
+    if len(set(mixes)) != len(mixes):
+        raise ConfigError(f"--mix {' --mix '.join(mixes)} names a mix twice.")
+    names = source_names(sources)
+    for m in mixes:
+        mix_weights(m, names, [1] * len(names))  # the spelling and the NAME=W names, before any training
+    return mixes if len(mixes) > 1 else ()
+
+
+def _per_mix(configs: list[Configuration], mixes: tuple[str, ...]) -> list[Configuration]:
+    if not mixes:
+        return configs
+    return [dataclasses.replace(c, mix=m) for c in configs for m in mixes]
+
+
 def plan_ablation(
     tasks: list[str] | tuple[str, ...], *, main: str | None = None, subsets: str | None = None,
     weightings: list[str] | tuple[str, ...] = ("ew",), sweep: str | None = None, seeds: int = 1,
     strategy_defaults: dict[str, dict] | None = None, architectures: list[str] | tuple[str, ...] = ("hps",),
-    backbone: str | None = None,
+    backbone: str | None = None, mixes: list[str] | tuple[str, ...] = (), sources: list[str] | tuple[str, ...] = (),
 ) -> Plan:
     """The configurations of an ablation (module docstring); every input is checked here, before training.
 
     ``strategy_defaults`` maps a strategy to the options a recipe gives it (``tcdcn``'s ``k``...);
     they apply wherever that strategy is trained, except ``main``, which follows ``--main``.
-    ``architectures`` are checked against ``backbone`` (when given) here too."""
+    ``architectures`` are checked against ``backbone`` (when given) here too. ``mixes`` (``--mix``,
+    several caches ``sources`` only) are one more axis when there are two or more; one mix is
+    checked here and left to the run configuration (``data.mix``)."""
     from facemtl.models import check_architecture
     from facemtl.weighting import WEIGHTINGS, build_weighting, strategy_options
 
@@ -193,6 +233,7 @@ def plan_ablation(
         raise ConfigError(f"--architecture {','.join(architectures)} names an architecture twice.")
     for a in architectures:  # UnknownNameError listing the valid ones; ConfigError for a backbone it cannot use
         check_architecture(a, backbone or "small")
+    mix_axis = _check_mixes(mixes, sources)
     sw = parse_sweep(sweep, tasks) if sweep else None
     mode = subsets or ("singles" if sw else ("main-plus-one" if main else "all"))
     if mode in ("none", ""):
@@ -213,7 +254,7 @@ def plan_ablation(
                     opts["main"] = main
                 build_weighting(w, list(subset), **dict(opts))  # bad option combinations fail now, not after hours
                 cands += [Configuration(subset, w, opts, architecture=a) for a in architectures]
-        for c in cands:
+        for c in _per_mix(cands, mix_axis):
             if c.name not in seen:
                 seen.add(c.name)
                 configs.append(c)
@@ -221,7 +262,7 @@ def plan_ablation(
         others = [t for t in tasks if t != sw.task]
         for v in sw.values:
             weights = {sw.task: v, **{t: round((1 - v) / len(others), 10) for t in others}}
-            configs += [Configuration(tasks, "fixed", {"weights": weights}, sw.task, v, a) for a in architectures]
+            configs += _per_mix([Configuration(tasks, "fixed", {"weights": weights}, sw.task, v, a) for a in architectures], mix_axis)
     if not configs:
         raise ConfigError("the ablation has no configuration to train; check --subsets and --sweep.")
     if len(configs) * seeds > MAX_CONFIGURATIONS:

@@ -9,12 +9,25 @@ Output folder (default ``<run>/eval-<split>``, or ``<run>/eval-<cache>-<split>``
     <task>_roc.png        detection (face/non-face) and identity (verification) ROC
     detection_scenes.csv  end-to-end detection on the cache's scenes (rate, FPPI)
     curves_*.png          training curves and task weights (when given a run folder)
+
+A run trained on several caches (``--data a.h5,b.h5``) is evaluated on each of them: every task
+on every cache that labels it, each cache's report complete in its own subfolder, and one
+combined report beside them::
+
+    <run>/eval-<split>/<dataset>/   the report above, for that cache alone (names: the caches' file stems)
+    <run>/eval-<split>/metrics.json ``datasets``: {name: {data, samples, tasks, skipped}} (written last)
+    <run>/eval-<split>/summary.md   one headline table: a row per task and metric, a column per dataset
+
+``--dataset NAME`` with NAME one of the run's datasets evaluates that cache alone
+(``<run>/eval-<name>-<split>``); ``--dataset celeba|...|PATH`` and ``--data`` evaluate any cache,
+as for a one-cache run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +37,8 @@ import pandas as pd
 
 from facemtl import __version__
 from facemtl.data.cache import FaceCache
-from facemtl.reports._data import LabelAdapter, label_check, predict, resolve_dataset
+from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
+from facemtl.reports._data import DATASET_FILES, LabelAdapter, label_check, labelled_tasks, predict, resolve_dataset
 from facemtl.reports._io import fmt, safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.scenes import ScanConfig, scan_scenes
 from facemtl.reports.task_reports import FAIL_AT, NME_NORM, TaskReport, task_report
@@ -69,10 +83,23 @@ class EvalResult:
     document: dict[str, Any]
     reports: list[TaskReport]
     skipped: dict[str, str] = field(default_factory=dict)
+    #: a run on several caches: each cache's own result, by dataset name (``reports`` is then empty)
+    datasets: dict[str, EvalResult] = field(default_factory=dict)
+
+    def task_reports(self) -> list[tuple[str, TaskReport]]:
+        """(column prefix, report) of every task measured: ``task``, or ``task@dataset`` per dataset."""
+        if self.datasets:
+            return [(dataset_key(r.task, name), r) for name, sub in self.datasets.items() for r in sub.reports]
+        return [(r.task, r) for r in self.reports]
 
     def flat(self) -> dict[str, float]:
-        """{"<task>/<metric>": value} of every headline number."""
-        return {f"{r.task}/{k}": v for r in self.reports for k, v in r.metrics.items()}
+        """{"<task>/<metric>": value} of every headline number ("<task>@<dataset>/<metric>" per dataset)."""
+        return {f"{key}/{k}": v for key, r in self.task_reports() for k, v in r.metrics.items()}
+
+
+def dataset_key(task: str, dataset: str | None) -> str:
+    """How a task measured on one dataset of a multi-cache run is named in tables: ``landmarks@mtfl``."""
+    return task if dataset is None else f"{task}@{dataset}"
 
 
 def run_folder_of(source: Path) -> Path | None:
@@ -93,30 +120,75 @@ def evaluate(
     checkpoint; MissingFileError / UnknownNameError for the data; ConfigError when the split has
     no labels for any of the model's tasks.
     """
-    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_cache
-    from facemtl.utils.device import pick_device
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_caches
 
     source = Path(source)
     state = load_checkpoint(source)
     model, tasks, cfg, info = build_from_checkpoint(state)
-    run_dir = run_folder_of(source)
+    m = _Loaded(source, state, model, tasks, cfg, info, run_folder_of(source))
+    opts = dict(device=device, batch_size=batch_size, max_pairs=max_pairs, scenes=scenes, figures=figures, scan=scan)
     if dataset == LFW_SUBSET and data is None:
         require_detection(tasks, source)  # before preparing the cache it would be refused on
-    trained_on = training_cache(state, source if source.is_dir() else source.parent)
-    path = resolve_dataset(dataset, data, trained_on)
+    paths, names = training_caches(state, source if source.is_dir() else source.parent)
+    base = m.run_dir if m.run_dir is not None else source.with_suffix("")
+    if len(paths) > 1 and data is None:
+        if dataset is None:
+            return _evaluate_datasets(m, paths, names, split, Path(out) if out is not None else base / f"eval-{split}",
+                                      curves=curves, **opts)
+        if dataset in names:  # one of the run's own caches, by its short name
+            i = names.index(dataset)
+            path = _run_cache(paths[i], names[i], names)
+            return _evaluate_cache(m, path, split, Path(out) if out is not None else base / f"eval-{safe_name(dataset)}-{split}",
+                                   curves=curves, **opts)
+        if dataset not in DATASET_FILES and not (dataset.endswith(".h5") or os.sep in dataset):
+            raise UnknownNameError("dataset", dataset, [*names, *DATASET_FILES, "PATH.h5"])
+    path = resolve_dataset(dataset, data, paths[0])
+    if out is None:
+        same = [i for i, p in enumerate(paths) if Path(p).resolve() == path.resolve()]
+        if len(paths) == 1:
+            out = (base / f"eval-{split}") if same else (base / f"eval-{safe_name(path.stem)}-{split}")
+        else:  # one cache of a multi-cache run is named as the run names it
+            out = base / f"eval-{safe_name(names[same[0]] if same else path.stem)}-{split}"
+    return _evaluate_cache(m, path, split, Path(out), curves=curves, **opts)
+
+
+@dataclass
+class _Loaded:
+    """A checkpoint, its model and where it came from."""
+
+    source: Path
+    state: dict[str, Any]
+    model: Any
+    tasks: list
+    cfg: Any
+    info: Any
+    run_dir: Path | None
+
+
+def _run_cache(path: str, name: str, names: list[str]) -> Path:
+    """One cache of a multi-cache run, which must still be where the run recorded it."""
+    if not Path(path).exists():
+        raise MissingFileError(
+            f"cache {path} (the run's training cache '{name}') does not exist. Pass --data PATH.h5 to name the cache "
+            f"(it may have moved) and evaluate it alone, or --dataset NAME for another of the run's caches ({', '.join(names)})."
+        )
+    return Path(path)
+
+
+def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: str, batch_size: int, max_pairs: int,
+                    scenes: bool, figures: bool, curves: bool, scan: ScanConfig) -> EvalResult:
+    """The report of one cache (module docstring), written into ``out``."""
+    from facemtl.utils.device import pick_device
+
+    model, tasks, run_dir, source = m.model, m.tasks, m.run_dir, m.source
     cache = FaceCache(path)
     real_check = cache.source == LFW_SUBSET
     if real_check:
         require_detection(tasks, source)
-    adapter = LabelAdapter.build(info.attribute_names, cache)
+    adapter = LabelAdapter.build(m.info.attribute_names, cache)
     keep, skipped = label_check(tasks, cache, split, adapter)
     if real_check:
         skipped = {name: lfw_subset_skip_reason(next(t for t in tasks if t.name == name)) for name in skipped}
-    if out is None:
-        base = run_dir if run_dir is not None else source.with_suffix("")
-        same = Path(trained_on).resolve() == path.resolve()
-        out = (base / f"eval-{split}") if same else (base / f"eval-{safe_name(path.stem)}-{split}")
-    out = Path(out)
 
     dev = pick_device(device)
     model.to(dev)
@@ -141,10 +213,7 @@ def evaluate(
         raise_no_metrics(skipped, path, split)
 
     doc = {
-        "format": FORMAT, "version": VERSION, "facemtl_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": state["_path"], "run": str(run_dir) if run_dir else None, "recipe": cfg.name,
-        "backbone": cfg.model.backbone, "epoch": int(state.get("epoch", 0)), "weighting": cfg.weighting.name,
+        **_header(m),
         "data": str(path), "data_source": cache.source, "split": split, "samples": int(len(cache.indices(split))),
         "tasks": {}, "skipped": skipped,
         "definitions": {**DEFINITIONS, "lfw_subset": LFW_SUBSET_DEFINITION} if real_check else DEFINITIONS,
@@ -174,6 +243,117 @@ def evaluate(
         write_json_atomic(tmp / "metrics.json", doc)
     log.debug("wrote the evaluation report to %s", out)
     return EvalResult(out, doc, reports, skipped)
+
+
+def _header(m: _Loaded) -> dict[str, Any]:
+    """The fields every evaluation document starts with: what was evaluated, and when."""
+    return {
+        "format": FORMAT, "version": VERSION, "facemtl_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": m.state["_path"], "run": str(m.run_dir) if m.run_dir else None, "recipe": m.cfg.name,
+        "backbone": m.cfg.model.backbone, "epoch": int(m.state.get("epoch", 0)), "weighting": m.cfg.weighting.name,
+    }
+
+
+def _evaluate_datasets(m: _Loaded, paths: list[str], names: list[str], split: str, out: Path, *, curves: bool,
+                       figures: bool, **opts: Any) -> EvalResult:
+    """Every cache of a multi-cache run: ``out/<name>/`` each, then the combined report (module docstring).
+
+    The whole folder is staged, so either every dataset's report and the combined one appear or
+    none does. A cache that labels none of the tasks in ``split`` (or has no samples there) is
+    listed with the reason; ConfigError when no cache gives any metric.
+    """
+    caches = [_run_cache(p, n, names) for p, n in zip(paths, names)]  # every cache must exist before any work
+    doc: dict[str, Any] = {**_header(m), "model_tasks": [t.name for t in m.tasks], "data": [str(p) for p in caches],
+                           "split": split, "datasets": {}}
+    results: dict[str, EvalResult] = {}
+    with staged_dir(out, last=("metrics.json",)) as tmp:
+        for name, path in zip(names, caches):
+            cache = FaceCache(path)
+            keep, skipped = labelled_tasks(m.tasks, cache, split, LabelAdapter.build(m.info.attribute_names, cache))
+            entry = {"data": str(path), "data_source": cache.source, "samples": int(len(cache.indices(split))),
+                     "report": None, "tasks": {}, "skipped": skipped}
+            doc["datasets"][name] = entry
+            if not keep:
+                log.debug("dataset %s: nothing to measure in split '%s'", name, split)
+                continue
+            try:
+                res = _evaluate_cache(m, path, split, tmp / safe_name(name), curves=False, figures=figures, **opts)
+            except ConfigError as e:  # every task it labels failed to give a metric (one class only, ...)
+                entry["skipped"] = {**skipped, **{t.name: str(e) for t in keep}}
+                continue
+            results[name] = res
+            prefix = f"{safe_name(name)}/"
+            entry["report"] = prefix
+            entry["skipped"] = res.skipped
+            entry["tasks"] = {t: {**v, "files": [prefix + f for f in v["files"]]} for t, v in res.document["tasks"].items()}
+        if not results:
+            raise ConfigError(
+                f"no metric could be computed on split '{split}' of any of the run's caches: "
+                + "; ".join(f"{n}: {', '.join(f'{k}: {v}' for k, v in e['skipped'].items())}" for n, e in doc["datasets"].items())
+                + ". Choose another --split."
+            )
+        curve_files: list[str] = []
+        if figures and curves and m.run_dir is not None:
+            from facemtl.reports.curves import curve_figures
+
+            try:
+                curve_files = curve_figures(m.run_dir, tmp)
+            except Exception as e:  # a damaged metrics.csv must not cost the evaluation itself
+                log.warning("training curves skipped: %s", e)
+        doc["curves"] = curve_files
+        doc["definitions"] = DEFINITIONS
+        write_text_atomic(tmp / "summary.md", datasets_markdown(doc, results))
+        write_json_atomic(tmp / "metrics.json", doc)
+    log.debug("wrote the evaluation reports of %d datasets to %s", len(results), out)
+    return EvalResult(out, doc, [], {}, datasets={n: _moved(r, out / safe_name(n)) for n, r in results.items()})
+
+
+def _moved(result: EvalResult, out_dir: Path) -> EvalResult:
+    """A dataset's result, pointing at where its staged report now lies."""
+    result.out_dir = out_dir
+    return result
+
+
+def dataset_table(results: dict[str, EvalResult], tasks: list[str] | None = None) -> pd.DataFrame:
+    """Headline metrics of a multi-cache evaluation: index (task, metric), one column per dataset
+    (NaN where that dataset does not label the task), and ``better`` (lower / higher)."""
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    better: dict[tuple[str, str], str] = {}
+    for name, res in results.items():
+        for r in res.reports:
+            for k, v in r.metrics.items():
+                values.setdefault((r.task, k), {})[name] = v
+                better[(r.task, k)] = "lower" if k in r.lower_is_better else "higher"
+    order = {t: i for i, t in enumerate(tasks or [])}
+    keys = sorted(values, key=lambda tk: order.get(tk[0], len(order)))  # stable: metrics keep their report order
+    df = pd.DataFrame([[values[k].get(n, float("nan")) for n in results] + [better[k]] for k in keys],
+                      index=pd.MultiIndex.from_tuples(keys, names=["task", "metric"]), columns=[*results, "better"])
+    return df
+
+
+def datasets_markdown(doc: dict[str, Any], results: dict[str, EvalResult]) -> str:
+    """The combined report of a multi-cache evaluation: one headline table, links to each dataset's report."""
+    lines = [f"# Evaluation: {doc['recipe']} ({doc['backbone']}, {doc['weighting']}, epoch {doc['epoch']}), "
+             f"{len(doc['datasets'])} datasets", "",
+             f"- checkpoint: `{doc['checkpoint']}`", f"- split **{doc['split']}**"]
+    for name, e in doc["datasets"].items():
+        link = f"[{name}]({e['report']}summary.md)" if e["report"] else name
+        lines.append(f"- {link}: `{e['data']}` ({e['data_source']}), {e['samples']} samples")
+    lines += ["", "## Headline metrics", "",
+              "One column per dataset; blank where the dataset does not label the task (see Skipped).", ""]
+    df = dataset_table(results, doc["model_tasks"])
+    show = pd.DataFrame({"metric": [k for _, k in df.index],
+                         **{n: ["" if not np.isfinite(v) else fmt(v) for v in df[n]] for n in results},
+                         "better": df["better"].tolist()}, index=pd.Index([t for t, _ in df.index], name="task"))
+    lines += [to_markdown(show, right=list(results)), ""]
+    skipped = [(n, k, v) for n, e in doc["datasets"].items() for k, v in e["skipped"].items()]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {k} on {n}: {v}" for n, k, v in skipped] + [""]
+    if doc.get("curves"):
+        lines += ["## Training", ""] + [f"![{c}]({c})" for c in doc["curves"]] + [""]
+    lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in doc["definitions"].items()] + [""]
+    return "\n".join(lines)
 
 
 def require_detection(tasks, source: Path) -> None:

@@ -69,3 +69,49 @@ def write_cache_without(path: Path, labels: tuple[str, ...] = ("face",), n: int 
             batch["expression"] = rng.integers(0, 7, n).astype(np.int8)
         w.write(0, batch)
     return path
+
+
+def write_labelled_cache(path: Path, labels: tuple[str, ...], attrs: tuple[str, ...] = ("Male", "Smiling"), n: int = 60,
+                         size: int = 40, seed: int = 0) -> Path:
+    """A cache labelling only ``labels`` (of landmarks, attributes: random values), split evenly."""
+    from facemtl.data.cache import CacheWriter
+
+    rng = np.random.default_rng(seed)
+    with CacheWriter(path, num_samples=n, sizes=(size,), attribute_names=attrs, source="toy", chunk_rows=16) as w:
+        batch = {"images": {size: rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)},
+                 "split": (np.arange(n) % 3).astype(np.int8)}
+        if "landmarks" in labels:
+            batch["landmarks"] = rng.uniform(0.2, 0.8, (n, 5, 2)).astype(np.float32)
+        if "attributes" in labels:
+            batch["attributes"] = rng.integers(0, 2, (n, len(attrs))).astype(np.int8)
+        w.write(0, batch)
+    return path
+
+
+def two_caches(base: Path) -> tuple[Path, Path]:
+    """``lm.h5`` (landmarks only) and ``at.h5`` (attributes only, Male and Smiling): two datasets of one run."""
+    lm, at = base / "multi" / "lm.h5", base / "multi" / "at.h5"
+    lm.parent.mkdir(exist_ok=True)
+    if not lm.exists():
+        write_labelled_cache(lm, ("landmarks",), attrs=("Male",))
+    if not at.exists():
+        write_labelled_cache(at, ("attributes",), seed=1)
+    return lm, at
+
+
+def multi_config(caches, out: Path, tasks=("landmarks", "smile"), steps: int = 2):
+    """:func:`tiny_config` on several caches at once (``data.sources``)."""
+    from facemtl.engine.config import apply_overrides
+
+    return apply_overrides(tiny_config(caches[0], out, tasks, steps), {"data.sources": ",".join(map(str, caches)),
+                                                                      "train.batch_size": 16})
+
+
+def multi_run(base: Path) -> Path:
+    """A run trained for 2 steps on :func:`two_caches` (built once)."""
+    from facemtl.engine.trainer import train
+
+    out = base / "multi" / "run"
+    if not (out / "best.pt").exists():
+        train(multi_config(two_caches(base), out), force=True)
+    return out
