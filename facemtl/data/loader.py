@@ -39,6 +39,8 @@ from facemtl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+RAM_WINDOW_BYTES = 16 * 2**20  # in memory: the most image bytes gathered in one block
+
 
 def epoch_order(
     indices: np.ndarray, chunk_rows: int, seed: int, epoch: int, shuffle: bool, rank: int = 0, world_size: int = 1,
@@ -182,14 +184,24 @@ class CacheLoader:
             out["images"] = {s: t.pin_memory() for s, t in out["images"].items()}
         return out
 
+    def _ram_order(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """In memory: the epoch's rows in the order they are served (a uniform shuffle of ``order``
+        when shuffling) and their positions in the arrays of :meth:`_load_ram`."""
+        pos = np.searchsorted(self.indices, order)
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(order))
+            order, pos = order[perm], pos[perm]
+        return order, pos
+
     def _windows(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, dict[int, torch.Tensor]]]:
         if self.in_memory:
             ram = self._load_ram()
-            pos = np.searchsorted(self.indices, order)
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(order))
-                order, pos = order[perm], pos[perm]
-            step = self.batch_size * 16
+            order, pos = self._ram_order(order)
+            # up to 16 batches per gather, but at most RAM_WINDOW_BYTES: a larger block is a fresh
+            # mmap every time (glibc maps blocks over 32 MiB anew), and its page faults made batch
+            # 256 at 64 px 2.5-3.5x slower per image than batch 64 (benchmarks/bench_mixed_loader.py)
+            row_bytes = sum(s * s * 3 for s in ram)
+            step = self.batch_size * max(1, min(16, RAM_WINDOW_BYTES // (self.batch_size * row_bytes)))
             for i in range(0, len(order), step):
                 p = pos[i:i + step]
                 yield order[i:i + step], {s: torch.from_numpy(a[p]) for s, a in ram.items()}
