@@ -34,6 +34,9 @@ from _markdown import replace_section  # benchmarks/ is on sys.path when a scrip
 
 START, END = "<!-- multi_dataset:start -->", "<!-- multi_dataset:end -->"
 DATASETS = {"celeba": 1, "mtfl": 2, "fer2013": 3}  # stand-in -> SynthFaces seed
+#: share of --images each stand-in gets: unequal, as the real ones are (CelebA 202,599 images,
+#: MTFL 12,995, FER2013 35,887), so that the mixes differ
+SHARES = {"celeba": 1.0, "mtfl": 0.3, "fer2013": 0.5}
 TASKS = {"celeba": ["landmarks", "attributes"], "mtfl": ["landmarks", "attributes", "pose"], "fer2013": ["expression"]}
 ALL_TASKS = ["landmarks", "attributes", "pose", "expression"]
 
@@ -46,7 +49,7 @@ def prepare(work: Path, images: int, size: int) -> dict[str, Path]:
         if not cache.exists():
             raw = work / f"raw_{name}"
             cli = [sys.executable, "-m", "facemtl", "prepare"]
-            subprocess.run([*cli, "synthetic", "--format", name, "--out", str(raw), "-n", str(images), "--seed", str(seed), "-w", "1",
+            subprocess.run([*cli, "synthetic", "--format", name, "--out", str(raw), "-n", str(int(images * SHARES[name])), "--seed", str(seed), "-w", "1",
                             "--force"], check=True)
             subprocess.run([*cli, name, "--root", str(raw), "--out", str(cache), "--sizes", str(size), "-w", "1", "--force"], check=True)
         out[name] = cache
@@ -110,7 +113,7 @@ def table(single: dict, joint: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/multi_dataset"))
-    ap.add_argument("--images", type=int, default=4000, help="images per stand-in dataset")
+    ap.add_argument("--images", type=int, default=4000, help="images of the CelebA stand-in (MTFL 30 %%, FER2013 50 %% of it)")
     ap.add_argument("--size", type=int, default=56)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -135,7 +138,7 @@ def main() -> None:
              for m in (args.mix or ["proportional", "temperature:2"])}
     (args.work / "results.json").write_text(json.dumps({"single": single, "joint": joint}, indent=1))
     text = table(single, joint)
-    where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; {args.images} images per dataset, "
+    where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; {args.images} / {int(args.images * SHARES['mtfl'])} / {int(args.images * SHARES['fer2013'])} images (CelebA / MTFL / FER2013 stand-ins), "
              f"{args.size} px, {args.epochs} epochs, batch {args.batch_size}, `--mix-by {args.mix_by}`, seed {args.seed}")
     body = f"Measured by `benchmarks/multi_dataset.py` ({where}); test splits.\n\n{text}"
     print(body)

@@ -180,30 +180,3 @@ def test_every_label_image_and_present_count_is_the_rows_own(three, tmp_path, in
         for s, r, img in zip(src, idx, batch["images"][16].permute(0, 2, 3, 1)):
             if s < 2:  # stored at 16 px
                 np.testing.assert_array_equal(img.numpy(), caches[s].read_images(16, r, r + 1)[0])
-
-
-@pytest.mark.slow
-def test_mixed_loader_within_1_5x_of_one_cache(tmp_path):
-    """Issue 13: the mixed loader keeps at least 0.67 of the images/s of one cache holding the same
-    images (per-sample mixing in memory was 0.4 before labels were gathered once and images copied
-    once; benchmarks/bench_mixed_loader.py measures every case). CPU time, interleaved epochs."""
-    import statistics
-    import time
-
-    from facemtl.data.loader import CacheLoader
-
-    n = [1800, 900, 300]
-    parts = [FaceCache(write_toy_cache(tmp_path / f"{k}.h5", n=m, sizes=(64,), chunk_rows=64, seed=k, splits=np.zeros(m, np.int8)))
-             for k, m in enumerate(n)]
-    one = FaceCache(write_toy_cache(tmp_path / "one.h5", n=sum(n), sizes=(64,), chunk_rows=64, splits=np.zeros(sum(n), np.int8)))
-    loaders = {"single": CacheLoader(one, "train", [64], 64, in_memory=True, seed=1),
-               "mixed": MixedLoader(parts, ["a", "b", "c"], [64], 64, in_memory=True, seed=1)}
-    rates: dict[str, list[float]] = {k: [] for k in loaders}
-    for e in range(9):
-        for k, ld in loaders.items() if e % 2 else reversed(loaders.items()):
-            ld.set_epoch(e)
-            t0 = time.process_time()
-            got = sum(len(b["index"]) for b in ld)
-            rates[k].append(got / max(time.process_time() - t0, 1e-9))
-    ratio = statistics.median(rates["mixed"][1:]) / statistics.median(rates["single"][1:])
-    assert ratio >= 0.67, f"mixed loader at {ratio:.2f} of one cache's images/s"
