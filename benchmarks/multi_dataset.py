@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
 
-START, END = "<!-- multi_dataset:start -->", "<!-- multi_dataset:end -->"
 DATASETS = {"celeba": 1, "mtfl": 2, "fer2013": 3}  # stand-in -> SynthFaces seed
 #: share of --images each stand-in gets: unequal, as the real ones are (CelebA 202,599 images,
 #: MTFL 12,995, FER2013 35,887), so that the mixes differ
@@ -68,6 +67,7 @@ def run(name: str, paths: list[Path], tasks: list[str], args, attrs: list[str], 
         "tasks.names": tasks, "tasks.options": {"attributes": {"names": attrs}} if "attributes" in tasks else {},
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed, "train.device": args.device,
         "model.input_size": args.size, "data.prepare_if_missing": False,
+        "weighting.name": args.weighting, "weighting.options": {},
     }
     cfg = apply_overrides(load_recipe("all-in-one"), over)
     t0 = time.perf_counter()
@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mix", action="append", help="mixes of the three-dataset model (repeatable); default proportional and temperature:2")
     ap.add_argument("--mix-by", default="sample")
+    ap.add_argument("--weighting", default="ew", help="loss weighting of every model (the per-dataset ones too)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
@@ -139,11 +140,13 @@ def main() -> None:
     (args.work / "results.json").write_text(json.dumps({"single": single, "joint": joint}, indent=1))
     text = table(single, joint)
     where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; {args.images} / {int(args.images * SHARES['mtfl'])} / {int(args.images * SHARES['fer2013'])} images (CelebA / MTFL / FER2013 stand-ins), "
-             f"{args.size} px, {args.epochs} epochs, batch {args.batch_size}, `--mix-by {args.mix_by}`, seed {args.seed}")
-    body = f"Measured by `benchmarks/multi_dataset.py` ({where}); test splits.\n\n{text}"
+             f"{args.size} px, {args.epochs} epochs, batch {args.batch_size}, `--mix-by {args.mix_by}`, `--weighting {args.weighting}`, seed {args.seed}")
+    body = f"### `--weighting {args.weighting}`, three datasets mixed by {args.mix_by}\n\nMeasured by `benchmarks/multi_dataset.py` ({where}); test splits.\n\n{text}"
     print(body)
-    if args.write:
-        replace_section(args.write, START, END, body, new_heading="## Three datasets in one network (SynthFaces stand-ins)\n\n")
+    if args.write:  # one section per weighting and --mix-by
+        key = f"{args.weighting}:{args.mix_by}"
+        start, end = f"<!-- multi_dataset:{key}:start -->", f"<!-- multi_dataset:{key}:end -->"
+        replace_section(args.write, start, end, body)
 
 
 if __name__ == "__main__":

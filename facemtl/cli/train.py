@@ -142,7 +142,7 @@ def train(
     grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for the per-task gradients in --grad-mode params, e.g. 4GiB (default) or 512MB; tasks are batched within it on a GPU.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Cache file to train on (default: SynthFaces, prepared when missing), or several separated by commas, trained together (docs/training.md, 'Several datasets').")] = None,
     mix: Annotated[Optional[str], typer.Option("--mix", help="With several caches: how batches draw from them: proportional (default), uniform, temperature:T or NAME=W,NAME=W (NAME = file stem).")] = None,
-    mix_by: Annotated[Optional[str], typer.Option("--mix-by", help="With several caches: sample (every batch mixes them, default) or batch (each batch from one cache).")] = None,
+    mix_by: Annotated[Optional[str], typer.Option("--mix-by", help="With several caches: batch (each batch from one cache, default) or sample (every batch mixes them).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split (default: the recipe's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the schedule (default: the recipe's).")] = None,

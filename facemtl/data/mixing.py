@@ -25,10 +25,12 @@ no source is asked for more than it holds (``N = min_i n_i / p_i``; under ``prop
 the mix draws only partly continues where it stopped at the next epoch (its shuffled order runs
 on across epochs, reshuffled after each full pass), so over several epochs every sample is seen.
 
-**Per sample or per batch** (``--mix-by``): ``sample`` (default) interleaves the sources' samples
-at random, so a batch holds every source in about its mix proportion and every task has labels in
-most batches; ``batch`` makes each batch from one source (batches of the sources shuffled), the
-setting where a task is absent from whole steps and the strategies solve over the tasks present.
+**Per batch or per sample** (``--mix-by``): ``batch`` (default) makes each batch from one source
+(batches of the sources shuffled), so BatchNorm normalises a batch with one dataset's statistics
+and a task is absent from whole steps (the strategies solve over the tasks present); ``sample``
+interleaves the sources' samples at random, so a batch holds every source in about its mix
+proportion and every task has labels in most batches. On SynthFaces stand-ins of CelebA, MTFL and
+FER2013 ``batch`` measured clearly better (docs/reports.md).
 
 **Images.** Each model input is read at the size the cache holds (the smallest stored size at
 least as large, as for one cache). A source whose stored size differs from the model's input is
@@ -201,7 +203,7 @@ class MixedLoader:
 
     def __init__(
         self, caches: Sequence[FaceCache], names: Sequence[str], inputs: Sequence[int], batch_size: int, *,
-        mix: str = "proportional", mix_by: str = "sample", split: str = "train", drop_last: bool = False, seed: int = 0,
+        mix: str = "proportional", mix_by: str = "batch", split: str = "train", drop_last: bool = False, seed: int = 0,
         num_workers: int = 0, in_memory: bool | str = "auto", memory_limit_mb: float = 4096, rank: int = 0,
         world_size: int = 1, pin_memory: bool = False, layout: UnionLayout | None = None,
     ):

@@ -50,8 +50,8 @@ class DataConfig:
     sources: tuple[str, ...] = ()
     #: how batches draw from ``sources``: proportional | uniform | temperature:T | NAME=W,...
     mix: str = "proportional"
-    #: sample: every batch mixes the sources; batch: every batch comes from one source
-    mix_by: str = "sample"
+    #: batch: every batch comes from one source (measured better, docs/reports.md); sample: batches mix them
+    mix_by: str = "batch"
 
     def paths(self) -> list[str]:
         """The caches of the run: ``sources``, or ``path`` alone."""

@@ -30,14 +30,19 @@ class RunData:
     caches: list[FaceCache]
     layout: UnionLayout | None  # None: one cache, read in its own layout
 
-    @classmethod
-    def open(cls, paths: list[str]) -> RunData:
+    @staticmethod
+    def check_exist(paths: list[str]) -> None:
+        """Refuse several caches of which some do not exist (a lone one may be SynthFaces, rendered when missing)."""
         missing = [p for p in paths if not Path(p).exists()]
         if missing and len(paths) > 1:
             raise MissingFileError(
                 f"cache(s) {', '.join(missing)} of --data {','.join(paths)} do not exist; prepare each with `facemtl prepare` "
                 "(e.g. `facemtl prepare celeba --root ... --out data/celeba.h5`) or drop it from --data."
             )
+
+    @classmethod
+    def open(cls, paths: list[str]) -> RunData:
+        cls.check_exist(paths)
         caches = [FaceCache(p) for p in paths]
         return cls(source_names(paths), caches, UnionLayout.build(caches) if len(caches) > 1 else None)
 

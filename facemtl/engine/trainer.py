@@ -485,6 +485,7 @@ def _loop(run: Run, state: TrainState, cb: Callbacks, speed: Speed) -> bool:
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callbacks: Callbacks | None = None) -> TrainResult:
     """Train ``cfg``; with ``resume`` continue from ``<run>/last.pt`` exactly where it stopped."""
     cfg.validate()  # option ranges, before anything is written
+    RunData.check_exist(cfg.data.paths())  # several caches: all of them, before a run folder is made
     cb, t0 = callbacks or Callbacks(), time.perf_counter()
     dist_info = distributed.setup(cfg.train.device)
     run_dir = cfg.run_dir()

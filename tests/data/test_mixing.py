@@ -64,11 +64,12 @@ def test_union_layout_matches_attributes_by_name_and_shifts_identities(three):
 
 
 def test_proportional_is_one_exact_pass_over_every_source(three):
-    ld = MixedLoader(three, ["a", "b", "c"], [16], 32, seed=3)
-    got = rows_by_source(ld)
-    for c, rows in zip(three, got):
-        assert sorted(rows) == list(range(c.num_samples))
-    assert len(ld) == int(np.ceil(360 / 32))
+    for mix_by, batches in (("sample", np.ceil(360 / 32)), ("batch", np.ceil(200 / 32) + np.ceil(100 / 32) + np.ceil(60 / 32))):
+        ld = MixedLoader(three, ["a", "b", "c"], [16], 32, seed=3, mix_by=mix_by)
+        got = rows_by_source(ld)
+        for c, rows in zip(three, got):
+            assert sorted(rows) == list(range(c.num_samples))
+        assert len(ld) == int(batches) == len(list(ld))
 
 
 def test_uniform_draws_equally_each_sample_at_most_once_and_rotates_over_epochs(three):
@@ -85,7 +86,7 @@ def test_uniform_draws_equally_each_sample_at_most_once_and_rotates_over_epochs(
 
 
 def test_per_sample_batches_mix_the_sources_and_per_batch_batches_do_not(three):
-    mixed = MixedLoader(three, ["a", "b", "c"], [16], 40, mix="uniform")
+    mixed = MixedLoader(three, ["a", "b", "c"], [16], 40, mix="uniform", mix_by="sample")
     assert max(len(set(b["source"].tolist())) for b in mixed) == 3
     single = MixedLoader(three, ["a", "b", "c"], [16], 40, mix="uniform", mix_by="batch")
     batches = list(single)

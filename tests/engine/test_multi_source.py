@@ -98,6 +98,7 @@ def test_cli_trains_on_two_caches_and_refuses_a_missing_one(two_caches, tmp_path
     assert "test split of each dataset" in r.output and "fer" in r.output
     r = runner.invoke(app, ["train", "--data", f"{a},{tmp_path / 'nope.h5'}", "--out", str(tmp_path / "run2")])
     assert r.exit_code == 1 and "nope.h5" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run2").exists()
     r = runner.invoke(app, ["train", "--data", f"{a},{b}", "--mix", "mtfl=1", "--out", str(tmp_path / "run3")])
     assert r.exit_code == 1 and "mtfl" in r.output and "celeba" in r.output
 
@@ -106,7 +107,7 @@ def _worker(rank, world, port, a, b, out, result_dir):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     # batches of 4 mixed per sample: a task is often labelled on one rank and not on the other
-    cfg = config(a, b, out, **{"train.batch_size": 4, "train.max_steps_per_epoch": 12, "weighting.name": "pcgrad",
+    cfg = config(a, b, out, **{"train.batch_size": 4, "train.max_steps_per_epoch": 12, "weighting.name": "pcgrad", "data.mix_by": "sample",
                                "data.mix": "uniform"})
     train(cfg, callbacks=SaveState(os.path.join(result_dir, f"rank{rank}.pt")))
 
