@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench install clean demo-datasets
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(STAMP)
 	@echo ""
 	@echo "done. The facemtl command is in $(VENV): run  . $(VENV)/bin/activate  in your shell first"
 	@echo "(or call $(BIN)/facemtl directly); then: facemtl --help, facemtl evaluate $(DEMO_RUN)"
+
+demo-datasets: $(STAMP)
+	@echo "make demo-datasets: SynthFaces written as CelebA, MTFL and FER2013 files, read back, and one model on the three against one per dataset (a few minutes)"
+	$(BIN)/python benchmarks/multi_dataset.py --work runs/multi_dataset --images 2000 --epochs 4 --mix proportional
+	$(BIN)/facemtl evaluate runs/multi_dataset/runs/joint-proportional --no-figures
 
 test: $(STAMP)
 	$(BIN)/ruff check .
