@@ -26,19 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from _markdown import replace_section
 
 START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(name: str):

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from _markdown import replace_section
 
 from facemtl.data.cache import CacheWriter, FaceCache
 from facemtl.data.loader import CacheLoader
@@ -58,16 +59,6 @@ SOURCES = (
     ("fer2013", 0.1, (), ("expression",), True),
 )
 MIXES = [(m, by) for m in ("proportional", "uniform", "temperature:2") for by in ("sample", "batch")]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _labels(rng: np.random.Generator, n: int, attrs: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _markdown import replace_section  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from _markdown import replace_section
 
 DATASETS = {"celeba": 1, "mtfl": 2, "fer2013": 3}  # stand-in -> SynthFaces seed
 #: share of --images each stand-in gets: unequal, as the real ones are (CelebA 202,599 images,
@@ -41,12 +42,15 @@ ALL_TASKS = ["landmarks", "attributes", "pose", "expression"]
 
 
 def prepare(work: Path, images: int, size: int) -> dict[str, Path]:
-    """The three stand-in caches (made once; delete them to remake)."""
+    """The three stand-in caches (made once, remade when --images changes)."""
+    from facemtl.data.cache import FaceCache
+
     out = {}
     for name, seed in DATASETS.items():
         cache = work / f"{name}.h5"
-        if not cache.exists():
+        if not cache.exists() or FaceCache(cache).num_samples != int(images * SHARES[name]):
             raw = work / f"raw_{name}"
+            shutil.rmtree(raw, ignore_errors=True)  # the export refuses a folder that holds files
             cli = [sys.executable, "-m", "facemtl", "prepare"]
             subprocess.run([*cli, "synthetic", "--format", name, "--out", str(raw), "-n", str(int(images * SHARES[name])), "--seed", str(seed), "-w", "1",
                             "--force"], check=True)
@@ -139,7 +143,7 @@ def main() -> None:
              for m in (args.mix or ["proportional", "temperature:2"])}
     (args.work / "results.json").write_text(json.dumps({"single": single, "joint": joint}, indent=1))
     text = table(single, joint)
-    where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; {args.images} / {int(args.images * SHARES['mtfl'])} / {int(args.images * SHARES['fer2013'])} images (CelebA / MTFL / FER2013 stand-ins), "
+    where = (f"{cpu_name()}, {torch.get_num_threads()} threads; {args.images} / {int(args.images * SHARES['mtfl'])} / {int(args.images * SHARES['fer2013'])} images (CelebA / MTFL / FER2013 stand-ins), "
              f"{args.size} px, {args.epochs} epochs, batch {args.batch_size}, `--mix-by {args.mix_by}`, `--weighting {args.weighting}`, seed {args.seed}")
     body = f"### `--weighting {args.weighting}`, three datasets mixed by {args.mix_by}\n\nMeasured by `benchmarks/multi_dataset.py` ({where}); test splits.\n\n{text}"
     print(body)
