@@ -16,6 +16,7 @@ from facemtl.cli._common import console, handle_errors
 def correlate(
     source: Annotated[Path, typer.Argument(help="Run folder or checkpoint of a multi-task model.", show_default=False)],
     data: Annotated[Optional[Path], typer.Option("--data", help="Cache for the label and gradient matrices (default: the run's).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="celeba, lfwa, mtfl, synthetic (under $FACEMTL_DATA) or PATH.h5; for a run trained on several caches also one of its dataset names (default: its first cache).")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the labels and gradient batches come from.")] = "train",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default RUN/correlate).")] = None,
     reduce: Annotated[str, typer.Option("--reduce", help="Multi-output heads: norm (per-feature L2 over outputs), mean, or rows (no reduction).")] = "norm",
@@ -36,7 +37,7 @@ def correlate(
     from facemtl.reports.correlate import correlate as run_correlate
 
     with console.status("correlating..."):
-        res = run_correlate(source, data=data, split=split, out=out, reduce=reduce, stage=stage, batches=batches,
+        res = run_correlate(source, data=data, dataset=dataset, split=split, out=out, reduce=reduce, stage=stage, batches=batches,
                             batch_size=batch_size, space=grad_space, device=device, top=top, all_labels=all_labels)
     t = Table(title="strongest pairs")
     for col in ("matrix", "a", "b", "value"):

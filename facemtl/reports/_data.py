@@ -69,6 +69,16 @@ def resolve_dataset(dataset: str | None, data: str | os.PathLike | None, default
     return path
 
 
+def run_cache(path: str, name: str, names: list[str]) -> Path:
+    """One cache of a multi-cache run, which must still be where the run recorded it."""
+    if not Path(path).exists():
+        raise MissingFileError(
+            f"cache {path} (the run's training cache '{name}') does not exist. Pass --data PATH.h5 to name the cache "
+            f"(it may have moved) and evaluate it alone, or --dataset NAME for another of the run's caches ({', '.join(names)})."
+        )
+    return Path(path)
+
+
 @dataclass
 class LabelAdapter:
     """Rewrites a batch of another cache into the label layout the model was trained with."""

@@ -43,7 +43,7 @@ from facemtl.data import schema
 from facemtl.data.cache import FaceCache
 from facemtl.errors import ConfigError
 from facemtl.metrics import cosine_matrix, pearson_matrix, plots, strongest_pairs
-from facemtl.reports._data import LabelAdapter, label_check, resolve_dataset
+from facemtl.reports._data import LabelAdapter, label_check, resolve_dataset, run_cache
 from facemtl.reports._io import staged_dir, to_markdown, write_csv
 from facemtl.utils.io import write_json_atomic, write_text_atomic
 
@@ -220,7 +220,7 @@ def correlate(
     space: str = "params", device: str = "auto", top: int = 10, all_labels: bool = False,
 ) -> CorrelateResult:
     """Write head-weight, label and gradient correlation matrices, heatmaps and the strongest pairs."""
-    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_cache
+    from facemtl.engine.checkpoint import build_from_checkpoint, load_checkpoint, training_caches
     from facemtl.reports.evaluate import run_folder_of
     from facemtl.utils.device import pick_device
 
@@ -235,7 +235,13 @@ def correlate(
     model, tasks, cfg, info = build_from_checkpoint(state)
     if len(tasks) < 2:
         raise ConfigError(f"{source} has one task ({tasks[0].name}); correlations need a multi-task model.")
-    path = resolve_dataset(dataset, data, training_cache(state, source if source.is_dir() else source.parent))
+    paths, names = training_caches(state, source if source.is_dir() else source.parent)
+    if len(paths) > 1 and data is None and dataset in names:  # one of a multi-cache run's own caches, by name
+        path = run_cache(paths[names.index(dataset)], dataset, names)
+    else:
+        path = resolve_dataset(dataset, data, paths[0])
+        if len(paths) > 1 and data is None and dataset is None:
+            log.info("run trained on %s: reading %s (its first cache); --dataset NAME reads another", ", ".join(names), names[0])
     cache = FaceCache(path)
     adapter = LabelAdapter.build(info.attribute_names, cache)
     labelled, no_labels = label_check(tasks, cache, split, adapter)

@@ -37,8 +37,8 @@ import pandas as pd
 
 from facemtl import __version__
 from facemtl.data.cache import FaceCache
-from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
-from facemtl.reports._data import DATASET_FILES, LabelAdapter, label_check, labelled_tasks, predict, resolve_dataset
+from facemtl.errors import ConfigError, UnknownNameError
+from facemtl.reports._data import DATASET_FILES, LabelAdapter, label_check, labelled_tasks, predict, resolve_dataset, run_cache
 from facemtl.reports._io import fmt, safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.scenes import ScanConfig, scan_scenes
 from facemtl.reports.task_reports import FAIL_AT, NME_NORM, TaskReport, task_report
@@ -137,7 +137,7 @@ def evaluate(
                                       curves=curves, **opts)
         if dataset in names:  # one of the run's own caches, by its short name
             i = names.index(dataset)
-            path = _run_cache(paths[i], names[i], names)
+            path = run_cache(paths[i], names[i], names)
             return _evaluate_cache(m, path, split, Path(out) if out is not None else base / f"eval-{safe_name(dataset)}-{split}",
                                    curves=curves, **opts)
         if dataset not in DATASET_FILES and not (dataset.endswith(".h5") or os.sep in dataset):
@@ -163,16 +163,6 @@ class _Loaded:
     cfg: Any
     info: Any
     run_dir: Path | None
-
-
-def _run_cache(path: str, name: str, names: list[str]) -> Path:
-    """One cache of a multi-cache run, which must still be where the run recorded it."""
-    if not Path(path).exists():
-        raise MissingFileError(
-            f"cache {path} (the run's training cache '{name}') does not exist. Pass --data PATH.h5 to name the cache "
-            f"(it may have moved) and evaluate it alone, or --dataset NAME for another of the run's caches ({', '.join(names)})."
-        )
-    return Path(path)
 
 
 def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: str, batch_size: int, max_pairs: int,
@@ -263,7 +253,7 @@ def _evaluate_datasets(m: _Loaded, paths: list[str], names: list[str], split: st
     none does. A cache that labels none of the tasks in ``split`` (or has no samples there) is
     listed with the reason; ConfigError when no cache gives any metric.
     """
-    caches = [_run_cache(p, n, names) for p, n in zip(paths, names)]  # every cache must exist before any work
+    caches = [run_cache(p, n, names) for p, n in zip(paths, names)]  # every cache must exist before any work
     doc: dict[str, Any] = {**_header(m), "model_tasks": [t.name for t in m.tasks], "data": [str(p) for p in caches],
                            "split": split, "datasets": {}}
     results: dict[str, EvalResult] = {}

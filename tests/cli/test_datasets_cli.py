@@ -60,3 +60,10 @@ def test_ablate_mix_options(base, tmp_path):
     err = invoke(["ablate", "--tasks", "landmarks", "--data", f"{lm},{tmp_path / 'gone.h5'}", "--out", str(tmp_path / "abl")], code=1)
     assert "gone.h5" in err and "do not exist" in err
     assert not (tmp_path / "abl").exists()
+
+
+def test_correlate_dataset_name_of_a_multi_cache_run(base, tmp_path):
+    invoke(["correlate", str(multi_run(base)), "--dataset", "at", "--split", "test", "--batches", "1", "--device", "cpu",
+            "--out", str(tmp_path / "c")])
+    doc = json.loads((tmp_path / "c" / "correlate.json").read_text())
+    assert doc["data"] == str(two_caches(base)[1].absolute())

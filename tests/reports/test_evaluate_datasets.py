@@ -88,3 +88,13 @@ def test_a_moved_cache_says_pass_data(mrun, tmp_path):
     with pytest.raises(MissingFileError, match=r"(?s)moved/at.h5 \(the run's training cache 'at'\) does not exist.*Pass --data PATH.h5"):
         evaluate(tmp_path / "moved.pt", device="cpu")
     assert not (tmp_path / "moved" / "eval-test").exists() and not list(tmp_path.glob("moved*/eval*"))
+
+
+def test_correlate_reads_one_of_the_runs_caches_by_name(mrun, base, tmp_path):
+    from facemtl.reports.correlate import correlate
+
+    res = correlate(mrun, dataset="at", split="test", out=tmp_path / "c", device="cpu", batches=1)
+    doc = json.loads(next(res.out_dir.glob("*.json")).read_text())
+    assert doc["data"] == str(two_caches(base)[1].absolute())
+    first = correlate(mrun, split="test", out=tmp_path / "d", device="cpu", batches=1)
+    assert json.loads(next(first.out_dir.glob("*.json")).read_text())["data"] == str(two_caches(base)[0].absolute())
