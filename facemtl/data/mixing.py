@@ -198,7 +198,8 @@ class MixedLoader:
     ``inputs``: the model's input sizes; batches hold ``images[size]`` for each of them (read at the
     size each cache holds, resized in the loader where it differs), every label in the
     :class:`UnionLayout`, ``index`` (row in its own cache), ``source`` (which cache) and
-    ``present``. Call :meth:`set_epoch` before each epoch.
+    ``present``. Call :meth:`set_epoch` before each epoch. ``layout`` and ``labels`` (each cache's
+    labels in that layout) are built from the caches when not given.
     """
 
     def __init__(
@@ -206,6 +207,7 @@ class MixedLoader:
         mix: str = "proportional", mix_by: str = "batch", split: str = "train", drop_last: bool = False, seed: int = 0,
         num_workers: int = 0, in_memory: bool | str = "auto", memory_limit_mb: float = 4096, rank: int = 0,
         world_size: int = 1, pin_memory: bool = False, layout: UnionLayout | None = None,
+        labels: Sequence[dict[str, np.ndarray]] | None = None,
     ):
         if mix_by not in MIX_BY:
             raise UnknownNameError("mix-by", mix_by, list(MIX_BY))
@@ -219,7 +221,7 @@ class MixedLoader:
         # Every source's labels in the layout, end to end in one array per key (sources' rows from
         # ``_label_start[i]``), so that a batch gathers each label once whatever its sources; the
         # sources' loaders get views of their part.
-        per = [self.layout.labels_of(i, c) for i, c in enumerate(self.caches)]
+        per = list(labels) if labels is not None else [self.layout.labels_of(i, c) for i, c in enumerate(self.caches)]
         self._label_start = np.cumsum([0] + [c.num_samples for c in self.caches])[:-1]
         self._labels = {k: np.concatenate([d[k] for d in per]) for k in self.layout.keys}
         # (rows, keys): a sample has label k; one reduction per batch gives every key's `present`
@@ -247,7 +249,7 @@ class MixedLoader:
         self.p = mix_weights(mix, self.names, self.sizes)
         self.counts = epoch_counts(self.p, self.sizes)  # per epoch, all ranks together
         self.per_rank = [math.ceil(int(m) / world_size) for m in self.counts]
-        self._orders: dict[int, dict[int, np.ndarray]] = {}
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # per source, the last pass order derived
 
     # -- sizing -------------------------------------------------------------------------------
     def _batch_plan(self) -> list[np.ndarray]:
@@ -267,7 +269,13 @@ class MixedLoader:
         return [plan[j] for j in rng.permutation(len(plan))]
 
     def __len__(self) -> int:
-        return len(self._batch_plan())
+        """Batches per epoch (the length of :meth:`_batch_plan`, which does not depend on the
+        epoch), counted without drawing the plan: the engine asks at every step."""
+        b = self.batch_size
+        if self.mix_by == "sample":
+            total = sum(self.per_rank)
+            return total // b if self.drop_last else math.ceil(total / b)
+        return sum(m // b if self.drop_last else math.ceil(m / b) for m in self.per_rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -278,9 +286,9 @@ class MixedLoader:
         draws a sample twice."""
         ld, m = self.loaders[i], int(self.counts[i])
         n = len(ld.indices)
-        cache = self._orders.setdefault(i, {})
-        q = max((k for k in cache if k <= p), default=-1)
-        order = cache.get(q)
+        q, order = self._orders.get(i, (-1, None))
+        if q > p:  # an earlier pass than the one remembered: derive it from the start again
+            q, order = -1, None
         while q < p:
             q += 1
             base = epoch_order(ld.indices, ld.cache.chunk_rows, ld.seed, q, True)
@@ -290,8 +298,7 @@ class MixedLoader:
                 moved = np.isin(base, tail)
                 base = np.concatenate([base[~moved], base[moved]])
             order = base
-        cache.clear()
-        cache[p] = order
+        self._orders[i] = (p, order)
         return order
 
     def epoch_rows(self, i: int) -> np.ndarray:

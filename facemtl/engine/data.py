@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from facemtl.data.cache import FaceCache
 from facemtl.data.loader import CacheLoader
@@ -61,11 +64,17 @@ class RunData:
     def describe_caches(self) -> str:
         return ", ".join(f"{n} ({c.path})" for n, c in zip(self.names, self.caches))
 
+    @cached_property
+    def labels(self) -> list[dict[str, np.ndarray]]:
+        """Every cache's labels in the run's layout (its own labels for a lone cache), built once."""
+        if self.layout is None:
+            return [self.caches[0].labels]
+        return [self.layout.labels_of(i, c) for i, c in enumerate(self.caches)]
+
     def labelled_by(self, task) -> list[str]:
         """Names of the caches holding labels for ``task`` (an attribute task: its columns)."""
         out = []
-        for i, (n, c) in enumerate(zip(self.names, self.caches)):
-            labels = self.layout.labels_of(i, c) if self.layout is not None else c.labels
+        for n, c, labels in zip(self.names, self.caches, self.labels):
             arr = labels.get(task.label_key)
             if arr is None:
                 continue
@@ -107,7 +116,7 @@ class RunData:
             sizes = sorted({src for src, _ in self.train_plan(model)})
             return CacheLoader(self.caches[0], d.train_split, sizes, t.batch_size, shuffle=True, **kw)
         return MixedLoader(self.caches, self.names, [size for size, _ in model.input_spec], t.batch_size, mix=d.mix,
-                           mix_by=d.mix_by, split=d.train_split, layout=self.layout, **kw)
+                           mix_by=d.mix_by, split=d.train_split, layout=self.layout, labels=self.labels, **kw)
 
     def eval_loaders(self, cfg, model, split: str, batch_size: int) -> list[tuple[str, CacheLoader, list[tuple[int, int]]]]:
         """(name, loader, input plan) of ``split`` of every cache that has samples there."""
@@ -116,9 +125,8 @@ class RunData:
             if not len(cache.indices(split)):
                 continue
             plan = input_plan(model, cache)
-            labels = self.layout.labels_of(i, cache) if self.layout is not None else None
             loader = CacheLoader(cache, split, sorted({src for src, _ in plan}), batch_size, shuffle=False,
-                                 in_memory=_in_memory(cfg), labels=labels)
+                                 in_memory=_in_memory(cfg), labels=self.labels[i])
             out.append((name, loader, plan))
         if not out and split == cfg.data.val_split:
             raise ConfigError(f"no cache of the run has samples in split '{split}': {self.describe_caches()}.")

@@ -66,18 +66,20 @@ def autocast_for(device: torch.device, amp: str):
 
 
 @torch.no_grad()
-def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: bool, max_batches: int = 0):
+def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: bool, max_batches: int = 0, *, per_part: bool = False):
     """Mean loss per task and each task's quick metrics over a loader (the model is left in train mode).
 
     ``plan=None``: ``loader`` is a list of ``(loader, plan)`` (one per cache of a multi-cache run),
     pooled: each task's loss and metrics over every sample of every loader that labels it
-    (``max_batches`` applies to each loader)."""
+    (``max_batches`` applies to each loader). ``per_part``: also return the metrics of each loader
+    on its own (a list in loader order), from the same pass."""
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    collected: dict[str, list[dict]] = {t.name: [] for t in tasks}
     by_name = {t.name: t for t in tasks}
-    for part, part_plan in (loader if plan is None else [(loader, plan)]):
+    parts = loader if plan is None else [(loader, plan)]
+    collected: list[dict[str, list[dict]]] = [{t.name: [] for t in tasks} for _ in parts]
+    for (part, part_plan), got in zip(parts, collected):
         for bi, batch in enumerate(part):
             if max_batches and bi >= max_batches:
                 break
@@ -90,11 +92,20 @@ def evaluate_split(model, tasks, loader, plan, device, autocast, channels_last: 
                 sums[name] = sums.get(name, 0.0) + float(loss) * n
                 counts[name] = counts.get(name, 0) + n
                 out = outputs[name]
-                collected[name].append(by_name[name].collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
+                got[name].append(by_name[name].collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
     model.train()
+    pooled = _metrics(tasks, {t.name: [c for got in collected for c in got[t.name]] for t in tasks})
+    losses = {k: sums[k] / counts[k] for k in sums}
+    if per_part:
+        return losses, pooled, [_metrics(tasks, got) for got in collected]
+    return losses, pooled
+
+
+def _metrics(tasks, collected: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Each task's quick metrics over its collected batches (tasks without any are left out)."""
     metrics = {}
     for t in tasks:
         parts = collected[t.name]
         if parts:
             metrics[t.name] = t.metrics({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-    return {k: sums[k] / counts[k] for k in sums}, metrics
+    return metrics

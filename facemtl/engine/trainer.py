@@ -442,11 +442,11 @@ def final_metrics(run: Run) -> tuple[dict, dict, dict]:
     _, val_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in run.val_loaders], None, *args)
     tests = run.data.eval_loaders(run.cfg, run.model, "test", max(run.cfg.train.batch_size, 128))
     test_metrics, by_dataset = {}, {}
-    if tests:
-        _, test_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in tests], None, *args)
-    if run.data.multi:
-        for name, ld, plan in tests:
-            by_dataset[name] = evaluate_split(run.model, run.tasks, ld, plan, *args)[1]
+    if tests:  # one pass: every cache together, and each on its own when the run has several
+        _, test_metrics, each = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in tests], None, *args,
+                                               per_part=True)
+        if run.data.multi:
+            by_dataset = {name: m for (name, _, _), m in zip(tests, each)}
     return val_metrics, test_metrics, by_dataset
 
 

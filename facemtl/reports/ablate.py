@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facemtl.engine.config import RunConfig, apply_overrides
+from facemtl.engine.config import DataConfig, RunConfig, apply_overrides
 from facemtl.errors import ConfigError, DataFormatError
 from facemtl.metrics import delta_m, plots
 from facemtl.reports._io import safe_name, staged_dir, to_markdown, write_csv
@@ -367,7 +367,7 @@ def _data_text(data: dict[str, Any], plan: Plan) -> str:
     sources = data.get("sources") or []
     if len(sources) > 1:
         mix = "mix: the mix column" if any(c.mix is not None for c in plan.configurations) else f"mix {data.get('mix', 'proportional')}"
-        return " + ".join(f"`{p}`" for p in sources) + f" ({mix}, by {data.get('mix_by', 'sample')}; " \
+        return " + ".join(f"`{p}`" for p in sources) + f" ({mix}, by {data.get('mix_by', DataConfig.mix_by)}; " \
             "columns task@dataset, each measured on its cache's own split)"
     return f"`{data.get('path', '?')}`"
 

@@ -127,7 +127,7 @@ def test_ranks_draw_disjoint_shares_with_the_same_batches(three, mix_by):
         for ld in loaders:
             ld.set_epoch(epoch)
             got.append(rows_by_source(ld))
-        assert len(loaders[0]) == len(loaders[1])
+        assert len(loaders[0]) == len(loaders[1]) == len(list(loaders[0]))
         for s in range(3):
             assert not set(got[0][s]) & set(got[1][s])
         comp = [[np.bincount(b["source"].numpy(), minlength=3).tolist() for b in ld] for ld in loaders]
