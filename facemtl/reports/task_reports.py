@@ -7,7 +7,8 @@ Every number comes from :mod:`facemtl.metrics` (definitions in docs/reports.md):
 - every task but identity also gets a trivial baseline: the majority class of the evaluated split
   (attributes, classes, face / non-face) or the mean training shape (landmarks);
 - landmarks: NME normalised by the inter-ocular distance (between the two eye landmarks, i.e.
-  eye centres), failure rate at NME > 0.10, the CED curve and its AUC up to 0.10, per-point error;
+  eye centres), failure rate at NME > 0.10, the CED curve and its AUC up to 0.10, per-point error,
+  and, where the faces' yaw is labelled, NME per |yaw| bin (0-30, 30-60, 60-90 degrees) and their mean;
 - detection (crops): ROC AUC and average precision of face / non-face, accuracy at 0.5 (and the
   recall of faces and of non-faces at 0.5), IoU of
   the regressed boxes of faces (mean, and the fraction with IoU >= 0.5);
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 NME_NORM = "inter_ocular"
 FAIL_AT = 0.10
+#: |yaw| bins (degrees) of the landmarks' breakdown: AFLW2000-3D's protocol (Zhu et al., CVPR 2016)
+YAW_BINS = ((0, 30), (30, 60), (60, 90))
 FARS = (1e-3, 1e-2)
 
 
@@ -150,6 +153,15 @@ def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None, **_: An
         "nme": float(errors.mean()), "nme_median": float(np.median(errors)),
         "failure_rate": failure_rate(errors, FAIL_AT), "ced_auc": ced_auc(errors, FAIL_AT),
     }
+    tables = {}
+    yaw = np.abs(np.asarray(c.get("yaw", np.full(len(ok), np.nan)), np.float64)[ok])
+    if np.isfinite(yaw).any():
+        by_yaw = nme_by_yaw(errors, yaw)
+        tables[f"{stem}_by_yaw"] = by_yaw
+        metrics.update({f"nme_yaw_{lo}_{hi}": float(by_yaw.loc[f"{lo}-{hi}", "nme"]) for lo, hi in YAW_BINS
+                        if by_yaw.loc[f"{lo}-{hi}", "n"] > 0})
+        if (by_yaw["n"].iloc[:len(YAW_BINS)] > 0).all():
+            metrics["nme_yaw_balanced"] = float(by_yaw["nme"].iloc[:len(YAW_BINS)].mean())
     per_point = np.linalg.norm(pred - target, axis=2) / iod[:, None]  # (N, 5)
     table = pd.DataFrame(
         {"nme": per_point.mean(0), "median": np.median(per_point, 0), "failure_rate": (per_point > FAIL_AT).mean(0)},
@@ -162,11 +174,26 @@ def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None, **_: An
         base = nme(np.broadcast_to(mean_shape, target.shape), target, NME_NORM)
         baselines = {"nme": float(base.mean()), "nme_median": float(np.median(base)),
                      "failure_rate": failure_rate(base, FAIL_AT), "ced_auc": ced_auc(base, FAIL_AT)}
-    rep = TaskReport(task.name, "landmarks", len(errors), metrics, {stem: table, f"{stem}_ced": ced}, notes=notes,
-                     baselines=baselines)
+    rep = TaskReport(task.name, "landmarks", len(errors), metrics, {stem: table, f"{stem}_ced": ced, **tables},
+                     notes=notes, baselines=baselines)
     rep.figures[f"{stem}_ced.png"] = lambda p: plots.plot_ced(
         {task.name: (thr, frac)}, p, title=f"CED of {task.name} (NME / inter-ocular distance)")
     return rep
+
+
+def nme_by_yaw(errors: np.ndarray, abs_yaw: np.ndarray) -> pd.DataFrame:
+    """NME and failure rate per |yaw| bin (:data:`YAW_BINS`, AFLW2000-3D's protocol), faces whose
+    yaw is unknown (NaN) left out. Rows ``"0-30"``, ``"30-60"``, ``"60-90"`` (beyond 90 counts in
+    the last), columns ``n``, ``nme``, ``failure_rate`` (NaN for an empty bin)."""
+    rows = {}
+    known = np.isfinite(abs_yaw)
+    for i, (lo, hi) in enumerate(YAW_BINS):
+        top = np.inf if i == len(YAW_BINS) - 1 else hi
+        m = known & (abs_yaw >= lo) & (abs_yaw < top)
+        e = errors[m]
+        rows[f"{lo}-{hi}"] = [int(m.sum()), float(e.mean()) if len(e) else np.nan,
+                              float((e > FAIL_AT).mean()) if len(e) else np.nan]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["n", "nme", "failure_rate"]).rename_axis("abs_yaw_deg")
 
 
 # -- detection ------------------------------------------------------------------------------------

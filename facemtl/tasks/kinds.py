@@ -161,7 +161,8 @@ class LandmarksTask(Task):
 
         if self.options.get("head", "auto") == "linear":
             return None
-        return HeatmapHead(tuple(channels), points=self.out_dim // 2, stride=int(self.options.get("heatmap_stride", 4)))
+        return HeatmapHead(tuple(channels), points=self.out_dim // 2, stride=int(self.options.get("heatmap_stride", 4)),
+                           width=int(self.options.get("heatmap_width", 64)))
 
     def mask(self, batch):
         return torch.isfinite(batch["landmarks"]).flatten(1).all(1)
@@ -189,7 +190,10 @@ class LandmarksTask(Task):
 
     def collect(self, output, batch):
         m = _np(self.mask(batch)).astype(bool)
-        return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m]}
+        # the head's yaw where the batch labels it (NaN elsewhere): the report breaks NME down by |yaw|
+        pose = batch.get("pose")
+        yaw = _np(pose[:, 0]).astype(np.float64)[m] if pose is not None else np.full(int(m.sum()), np.nan)
+        return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m], "yaw": yaw}
 
     def metrics(self, c):
         if not len(c["target"]):

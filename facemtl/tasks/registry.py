@@ -147,7 +147,8 @@ for _kind in (
     register_output(_kind)
 
 for _section in (
-    ReportSection("landmarks", ("nme", "failure_rate"), frozenset({"nme", "nme_median", "failure_rate"})),
+    ReportSection("landmarks", ("nme", "failure_rate"), frozenset({
+        "nme", "nme_median", "failure_rate", "nme_yaw_0_30", "nme_yaw_30_60", "nme_yaw_60_90", "nme_yaw_balanced"})),
     ReportSection("attributes", ("balanced_accuracy", "f1")),
     ReportSection("classes", ("accuracy",), frozenset({"yaw_mae_deg"})),
     ReportSection("detection", ("accuracy", "box_iou"), frozenset({"scene_fppi"})),

@@ -92,6 +92,42 @@ def test_landmarks_nme_by_hand(evaluated, collected):
     assert ced["fraction"].iloc[-1] == pytest.approx((e <= 0.1).mean())
 
 
+def test_landmarks_nme_by_yaw_by_hand(evaluated, collected):
+    c = collected["landmarks"]
+    pred, tgt = c["pred"].reshape(-1, 5, 2).astype(float), c["target"].astype(float)
+    e = np.linalg.norm(pred - tgt, axis=2).mean(1) / np.linalg.norm(tgt[:, 0] - tgt[:, 1], axis=1)
+    yaw = np.abs(c["yaw"])
+    assert np.isfinite(yaw).all() and len(yaw) == len(e)  # the fixture cache labels every face's pose
+    m = evaluated.document["tasks"]["landmarks"]["metrics"]
+    table = pd.read_csv(evaluated.out_dir / "landmarks_by_yaw.csv", index_col=0)
+    means = []
+    for lo, hi in ((0, 30), (30, 60), (60, 90)):
+        sel = (yaw >= lo) & ((yaw < hi) if hi < 90 else np.ones_like(yaw, bool))
+        assert table.loc[f"{lo}-{hi}", "n"] == sel.sum()
+        if sel.any():
+            assert m[f"nme_yaw_{lo}_{hi}"] == pytest.approx(e[sel].mean())
+            assert table.loc[f"{lo}-{hi}", "failure_rate"] == pytest.approx((e[sel] > 0.1).mean())
+            means.append(e[sel].mean())
+        else:
+            assert f"nme_yaw_{lo}_{hi}" not in m
+    assert table["n"].sum() == len(e)
+    if len(means) == 3:
+        assert m["nme_yaw_balanced"] == pytest.approx(np.mean(means))
+
+
+def test_nme_by_yaw_bins_and_unknown_yaws():
+    from facemtl.reports.task_reports import nme_by_yaw
+
+    errors = np.array([0.01, 0.02, 0.2, 0.3, 0.05, 0.5])
+    yaw = np.array([0.0, 29.9, 30.0, 59.0, 95.0, np.nan])  # 95 counts in the last bin, NaN nowhere
+    t = nme_by_yaw(errors, yaw)
+    assert t["n"].tolist() == [2, 2, 1]
+    assert t["nme"].tolist() == pytest.approx([0.015, 0.25, 0.05])
+    assert t["failure_rate"].tolist() == pytest.approx([0.0, 1.0, 0.0])
+    empty = nme_by_yaw(errors[:2], yaw[:2])
+    assert empty["n"].tolist() == [2, 0, 0] and np.isnan(empty.loc["30-60", "nme"])
+
+
 def test_detection_classes_identity_wiring(evaluated, collected):
     from facemtl.metrics import verification_from_embeddings
 

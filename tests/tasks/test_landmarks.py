@@ -129,3 +129,28 @@ def test_small_backbone_uses_the_heatmap_head_unless_told():
     tcdcn = build_model("tcdcn", build_tasks(["landmarks"], info, {}))
     assert tcdcn.map_tasks == ()  # no feature maps: the linear regressor of the paper
     assert np.isfinite(tcdcn(torch.rand(2, 3, 40, 40))["landmarks"].detach().numpy()).all()
+
+
+def test_heatmap_width_option_sets_the_head_width():
+    from facemtl.models import build_model
+    from facemtl.tasks import DataInfo, build_tasks
+
+    info = DataInfo((), 0, ("landmarks",))
+    sizes = {}
+    for width in (32, 128):
+        model = build_model("small", build_tasks(["landmarks"], info, {"landmarks": {"heatmap_width": width}}), input_size=48)
+        head = model.heads["landmarks"]
+        assert all(conv.out_channels == width for conv in head.lateral)
+        sizes[width] = sum(p.numel() for p in head.parameters())
+        assert model(torch.rand(2, 3, 48, 48))["landmarks"].shape == (2, 10)
+    assert sizes[128] > sizes[32]
+
+
+def test_landmarks_collect_keeps_the_yaw_where_labelled():
+    task = _task()
+    lm = torch.rand(3, 5, 2)
+    lm[1] = float("nan")
+    out = torch.rand(3, 10)
+    c = task.collect(out, {"landmarks": lm, "pose": torch.tensor([[10.0, 0, 0], [20.0, 0, 0], [-40.0, 0, 0]])})
+    assert c["yaw"].tolist() == [10.0, -40.0] and c["pred"].shape == (2, 5, 2)
+    assert np.isnan(task.collect(out, {"landmarks": lm})["yaw"]).all()
