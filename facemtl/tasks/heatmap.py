@@ -30,8 +30,12 @@ class HeatmapHead(nn.Module):
 
     reads_maps = True
 
-    def __init__(self, channels: tuple[int, ...], points: int = 5, width: int = 64, stride: int = 4):
+    def __init__(self, channels: tuple[int, ...], points: int = 5, width: int = 64, stride: int = 4,
+                 prior_sigma: float = 0.0):
         super().__init__()
+        # > 0: in training mode the head also returns how far each map's variance is from a Gaussian
+        # of this sigma (in cells), for the task's variance prior (DSNT's variance regularisation)
+        self.prior_sigma = prior_sigma
         if stride not in (4, 8) or len(channels) != 3:
             raise ValueError(f"HeatmapHead: stride must be 4 or 8 and channels hold 3 maps, got {stride}, {channels}")
         self.points, self.stride = points, stride
@@ -51,7 +55,14 @@ class HeatmapHead(nn.Module):
         x = self.lateral[-1](feats[-1])
         for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
             x = F.interpolate(x, size=f.shape[-2:], mode="bilinear", align_corners=False) + lat(f)
-        return soft_argmax(self.out(x).float()) + self.offset  # (B, 2K)
+        logits = self.out(x).float()
+        if self.prior_sigma > 0 and self.training:
+            mean, var = heatmap_moments(logits)
+            h, w = logits.shape[-2:]
+            target = torch.tensor([(self.prior_sigma / w) ** 2, (self.prior_sigma / h) ** 2], device=var.device)
+            excess = 4.0 * (var - target.repeat(self.points))  # in DSNT's [-1, 1] units
+            return torch.cat([mean + self.offset, excess], 1)  # (B, 4K): coordinates, then variance excesses
+        return soft_argmax(logits) + self.offset  # (B, 2K)
 
 
 def soft_argmax(logits: Tensor) -> Tensor:
@@ -63,3 +74,16 @@ def soft_argmax(logits: Tensor) -> Tensor:
     x = (prob.sum(2) * xs).sum(-1)  # (B, K)
     y = (prob.sum(3) * ys).sum(-1)
     return torch.stack([x, y], -1).flatten(1)
+
+
+def heatmap_moments(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, K, H, W) logits -> ((B, 2K) expected (x, y), (B, 2K) variance of x and of y), [0, 1] units."""
+    b, k, h, w = logits.shape
+    prob = logits.flatten(2).softmax(-1).view(b, k, h, w)
+    px, py = prob.sum(2), prob.sum(3)  # marginals (B, K, W), (B, K, H)
+    xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) / w
+    ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) / h
+    mx, my = (px * xs).sum(-1), (py * ys).sum(-1)
+    vx = (px * (xs - mx.unsqueeze(-1)).pow(2)).sum(-1)
+    vy = (py * (ys - my.unsqueeze(-1)).pow(2)).sum(-1)
+    return torch.stack([mx, my], -1).flatten(1), torch.stack([vx, vy], -1).flatten(1)

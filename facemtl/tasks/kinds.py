@@ -128,7 +128,11 @@ class LandmarksTask(Task):
     Head (option ``head``): ``auto`` (default) is a heatmap head with a soft-argmax
     (:mod:`facemtl.tasks.heatmap`) when the backbone exposes feature maps (``small``), else a
     linear regressor on the shared vector; ``heatmap`` or ``linear`` force one. Option
-    ``heatmap_stride`` (4, the default, or 8) sets the heatmaps' resolution.
+    ``heatmap_stride`` (4, the default, or 8) sets the heatmaps' resolution, ``heatmap_width``
+    the head's channels (64). ``heatmap_prior`` (weight, 0 = off) adds DSNT's variance
+    regularisation (Nibali et al. 2018) to the training loss: the weight times the mean squared
+    difference between each heatmap's variance along x and y and that of a Gaussian of
+    ``heatmap_sigma`` cells (1), in DSNT's [-1, 1] units; validation losses and metrics leave it out.
 
     Metric: NME, mean point-to-point error divided by the inter-ocular distance (between the two
     eye landmarks, i.e. eye centres), and the failure rate (NME > 0.10)."""
@@ -147,6 +151,10 @@ class LandmarksTask(Task):
             raise UnknownNameError("landmark loss", kind, list(LANDMARK_LOSSES))
         if self.options.get("head", "auto") not in LANDMARK_HEADS:
             raise UnknownNameError("landmark head", self.options["head"], list(LANDMARK_HEADS))
+        for key, low, default in (("heatmap_prior", 0.0, 0.0), ("heatmap_sigma", 1e-3, 1.0), ("heatmap_width", 1, 64)):
+            value = self.options.get(key, default)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
+                raise ConfigError(f"task '{self.name}': {key} = {value!r}; it must be a number >= {low} (default {default}).")
 
     def build_head(self, in_features):
         from facemtl.tasks.base import linear_head
@@ -154,6 +162,9 @@ class LandmarksTask(Task):
         if self.options.get("head", "auto") == "heatmap":
             raise ConfigError(f"task '{self.name}': head = 'heatmap' needs a backbone that exposes feature maps "
                               "(small); use head = 'auto' or 'linear' with this backbone.")
+        if self.options.get("heatmap_prior"):
+            raise ConfigError(f"task '{self.name}': heatmap_prior acts on the heatmap head, and this model's landmark "
+                              "head is linear (head = 'linear', or a backbone without feature maps); drop heatmap_prior.")
         return nn.Sequential(linear_head(in_features, self.out_dim, self.hidden), Affine(COORD_SCALE, 0.5))
 
     def build_map_head(self, channels):
@@ -162,13 +173,17 @@ class LandmarksTask(Task):
         if self.options.get("head", "auto") == "linear":
             return None
         return HeatmapHead(tuple(channels), points=self.out_dim // 2, stride=int(self.options.get("heatmap_stride", 4)),
-                           width=int(self.options.get("heatmap_width", 64)))
+                           width=int(self.options.get("heatmap_width", 64)),
+                           prior_sigma=float(self.options.get("heatmap_sigma", 1.0)) if self.options.get("heatmap_prior") else 0.0)
 
     def mask(self, batch):
         return torch.isfinite(batch["landmarks"]).flatten(1).all(1)
 
     def loss(self, output, batch, criterion=None):
         dt = torch.promote_types(output.dtype, torch.float32)  # float32 under autocast, float64 kept
+        spread = None
+        if output.shape[1] > self.out_dim:  # a heatmap head with a prior, training: coordinates, then variance excesses
+            output, spread = output[:, :self.out_dim], output[:, self.out_dim:].to(dt)
         target = batch["landmarks"].to(dt)  # (B, 5, 2)
         known = torch.isfinite(target).flatten(1).all(1)
         target = torch.nan_to_num(target)
@@ -186,6 +201,8 @@ class LandmarksTask(Task):
             per = F.smooth_l1_loss(d, torch.zeros_like(d), reduction="none", beta=0.1).mean(1)
         else:
             per = (diff.flatten(1) / COORD_SCALE).pow(2).mean(1)
+        if spread is not None:
+            per = per + float(self.options["heatmap_prior"]) * spread.pow(2).mean(1)
         return masked_mean(per, known)
 
     def collect(self, output, batch):

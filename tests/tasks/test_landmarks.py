@@ -77,6 +77,12 @@ def test_bad_landmark_options_are_refused():
         _task(head="mlp")
     with pytest.raises(ConfigError, match="feature maps"):
         _task(head="heatmap").build_head(64)
+    with pytest.raises(ConfigError, match="heatmap_prior"):
+        _task(heatmap_prior=-1)
+    with pytest.raises(ConfigError, match="heatmap_sigma"):
+        _task(heatmap_sigma=0)
+    with pytest.raises(ConfigError, match="linear"):
+        _task(heatmap_prior=1.0).build_head(64)
 
 
 def test_soft_argmax_finds_a_peak_and_has_correct_gradients():
@@ -154,3 +160,39 @@ def test_landmarks_collect_keeps_the_yaw_where_labelled():
     c = task.collect(out, {"landmarks": lm, "pose": torch.tensor([[10.0, 0, 0], [20.0, 0, 0], [-40.0, 0, 0]])})
     assert c["yaw"].tolist() == [10.0, -40.0] and c["pred"].shape == (2, 5, 2)
     assert np.isnan(task.collect(out, {"landmarks": lm})["yaw"]).all()
+
+
+def test_heatmap_moments_of_a_gaussian_and_their_gradients():
+    from facemtl.tasks.heatmap import heatmap_moments
+
+    h, w, sigma = 16, 20, 1.3
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij")
+    logits = -((xs - 9.0) ** 2 + (ys - 7.5) ** 2) / (2 * sigma**2)  # peak well inside the grid
+    mean, var = heatmap_moments(logits.view(1, 1, h, w))
+    assert mean[0].tolist() == pytest.approx([9.0 / w, 7.5 / h], abs=1e-9)
+    # a sampled Gaussian of sigma 1.3 cells: its variance is sigma^2 (to sampling error), in [0, 1] units
+    assert var[0].tolist() == pytest.approx([sigma**2 / w**2, sigma**2 / h**2], rel=1e-3)
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: torch.cat(heatmap_moments(t), 1), (x,))
+
+
+def test_heatmap_prior_adds_the_variance_penalty_in_training_only():
+    torch.manual_seed(0)
+    head = HeatmapHead((8, 16, 32), points=5, width=8, stride=4, prior_sigma=1.0).double()
+    maps = [torch.randn(3, 8, 16, 16), torch.randn(3, 16, 8, 8), torch.randn(3, 32, 4, 4)]
+    maps = [m.double() for m in maps]
+    head.train()
+    out = head(maps)
+    assert out.shape == (3, 20)
+    # flat maps at the start: variance (16^2 - 1) / 12 cells^2, the target 1 cell^2, in [-1, 1] units
+    assert out[0, 10:].tolist() == pytest.approx([4 * (255 / 12 - 1) / 256] * 10)
+    head.eval()
+    assert head(maps).shape == (3, 10) and torch.allclose(head(maps), out[:, :10])
+    _, target = _data(3)
+    plain, prior = _task(), _task(heatmap_prior=2.0)
+    coords = out[:, :10]
+    expect = plain.loss(coords, {"landmarks": target}) + 2.0 * out[:, 10:].pow(2).mean()
+    assert torch.isclose(prior.loss(out, {"landmarks": target}), expect)
+    assert torch.isclose(prior.loss(coords, {"landmarks": target}), plain.loss(coords, {"landmarks": target}))  # eval
+    x = out.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: prior.loss(t, {"landmarks": target}), (x,))
