@@ -160,8 +160,8 @@ def _landmarks(task, c, stem: str, mean_shape: np.ndarray | None = None, **_: An
         tables[f"{stem}_by_yaw"] = by_yaw
         metrics.update({f"nme_yaw_{lo}_{hi}": float(by_yaw.loc[f"{lo}-{hi}", "nme"]) for lo, hi in YAW_BINS
                         if by_yaw.loc[f"{lo}-{hi}", "n"] > 0})
-        if (by_yaw["n"].iloc[:len(YAW_BINS)] > 0).all():
-            metrics["nme_yaw_balanced"] = float(by_yaw["nme"].iloc[:len(YAW_BINS)].mean())
+        if (by_yaw["n"] > 0).all():
+            metrics["nme_yaw_balanced"] = float(by_yaw["nme"].mean())
     per_point = np.linalg.norm(pred - target, axis=2) / iod[:, None]  # (N, 5)
     table = pd.DataFrame(
         {"nme": per_point.mean(0), "median": np.median(per_point, 0), "failure_rate": (per_point > FAIL_AT).mean(0)},

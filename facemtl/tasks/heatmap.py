@@ -59,30 +59,31 @@ class HeatmapHead(nn.Module):
         if self.prior_sigma > 0 and self.training:
             mean, var = heatmap_moments(logits)
             h, w = logits.shape[-2:]
-            target = torch.tensor([(self.prior_sigma / w) ** 2, (self.prior_sigma / h) ** 2], device=var.device)
-            excess = 4.0 * (var - target.repeat(self.points))  # in DSNT's [-1, 1] units
-            return torch.cat([mean + self.offset, excess], 1)  # (B, 4K): coordinates, then variance excesses
+            v = var.view(-1, self.points, 2)  # a Gaussian of prior_sigma cells has variance (sigma / side)^2
+            excess = 4.0 * torch.stack([v[..., 0] - (self.prior_sigma / w) ** 2, v[..., 1] - (self.prior_sigma / h) ** 2], -1)
+            return torch.cat([mean + self.offset, excess.flatten(1)], 1)  # (B, 4K): coordinates, then variance excesses (DSNT's [-1, 1] units)
         return soft_argmax(logits) + self.offset  # (B, 2K)
+
+
+def _marginals(logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(B, K, H, W) logits -> the softmax's x and y marginals (B, K, W), (B, K, H) and the cell
+    centres along x and y in [0, 1] image coordinates."""
+    b, k, h, w = logits.shape
+    prob = logits.flatten(2).softmax(-1).view(b, k, h, w)
+    xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) / w
+    ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) / h
+    return prob.sum(2), prob.sum(3), xs, ys
 
 
 def soft_argmax(logits: Tensor) -> Tensor:
     """(B, K, H, W) heatmap logits -> (B, 2K) expected (x, y) per map in [0, 1] image coordinates."""
-    b, k, h, w = logits.shape
-    prob = logits.flatten(2).softmax(-1).view(b, k, h, w)
-    xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) / w
-    ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) / h
-    x = (prob.sum(2) * xs).sum(-1)  # (B, K)
-    y = (prob.sum(3) * ys).sum(-1)
-    return torch.stack([x, y], -1).flatten(1)
+    px, py, xs, ys = _marginals(logits)
+    return torch.stack([(px * xs).sum(-1), (py * ys).sum(-1)], -1).flatten(1)
 
 
 def heatmap_moments(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(B, K, H, W) logits -> ((B, 2K) expected (x, y), (B, 2K) variance of x and of y), [0, 1] units."""
-    b, k, h, w = logits.shape
-    prob = logits.flatten(2).softmax(-1).view(b, k, h, w)
-    px, py = prob.sum(2), prob.sum(3)  # marginals (B, K, W), (B, K, H)
-    xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) / w
-    ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) / h
+    px, py, xs, ys = _marginals(logits)
     mx, my = (px * xs).sum(-1), (py * ys).sum(-1)
     vx = (px * (xs - mx.unsqueeze(-1)).pow(2)).sum(-1)
     vy = (py * (ys - my.unsqueeze(-1)).pow(2)).sum(-1)
