@@ -44,6 +44,7 @@ from facemtl.engine import distributed, run_folder
 from facemtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from facemtl.engine.config import RunConfig, to_toml
 from facemtl.engine.data import RunData
+from facemtl.engine.ema import ModelEMA
 from facemtl.engine.interrupt import DeferredStop
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
@@ -136,6 +137,7 @@ class Run:
     forward_features: Callable
     shared_params: list[torch.nn.Parameter] = field(default_factory=list)
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
+    ema: ModelEMA | None = None  # train.ema > 0: the averaged weights, which validation, best.pt and export use
     tb: Any = None
 
     @property
@@ -147,6 +149,11 @@ class Run:
         return self.run_dir / "last.pt"
 
     @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validated and kept as the checkpoint's ``model``: the moving average when on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
     def steps_per_epoch(self) -> int:
         return min(len(self.train_loader), self.cfg.train.max_steps_per_epoch or len(self.train_loader))
 
@@ -155,9 +162,12 @@ class Run:
         if not self.dist.is_main:
             return
         cfg, scaler = self.cfg, self.scaler
+        # "model" holds the weights to evaluate and export (the moving average when on); with a
+        # moving average the optimizer's own weights go under "train_model", for --resume only
+        averaged = {"train_model": self.model.state_dict(), "ema": self.ema.state_dict()} if self.ema is not None else {}
         save_checkpoint(path, {
             "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_info": self.info.to_dict(),
-            "model": self.model.state_dict(), "weighting": self.strategy.state_dict(),
+            "model": self.eval_model.state_dict(), **averaged, "weighting": self.strategy.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_state(), **state.state_dict(),
             # the cache as given and where it was then, so evaluate finds it from another folder
@@ -260,6 +270,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
         augment=augment if augment.enabled else None,
         forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
         shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
+        ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None,
     )
 
 
@@ -274,7 +285,10 @@ def restore(run: Run, ckpt: dict[str, Any]) -> TrainState:
             f"'{cfg.model.backbone}', architecture '{cfg.model.architecture}' and tasks {list(cfg.tasks.names)}. "
             "Resume with the same settings, or start a new run with --out."
         )
-    run.model.load_state_dict(ckpt["model"])
+    # a run saved with a moving average keeps the optimizer's weights under "train_model"
+    run.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    if run.ema is not None:  # turned on at resume: the average starts from the saved weights
+        run.ema.load_state_dict(ckpt["model"], ckpt.get("ema", {}))
     run.strategy.load_state_dict(ckpt["weighting"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     if run.scaler is not None and ckpt.get("scaler"):
@@ -329,6 +343,8 @@ def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index
         scaler.update()
     else:
         run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
     return values, weights
 
 
@@ -406,7 +422,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds:
     train_means = sums.loss_means()
     val_losses, val_metrics = {}, {}
     if run.dist.is_main:
-        val_losses, val_metrics = evaluate_split(run.model, run.tasks, [(ld, plan) for _, ld, plan in run.val_loaders], None,
+        val_losses, val_metrics = evaluate_split(run.eval_model, run.tasks, [(ld, plan) for _, ld, plan in run.val_loaders], None,
                                                  run.device, run.autocast, run.channels_last, run.cfg.train.val_batches)
     val_losses, val_metrics = _broadcast((val_losses, val_metrics))
     run.strategy.on_epoch_end(epoch, train_means, val_losses)
