@@ -38,8 +38,10 @@ from facemtl.tasks.registry import output_kind
 FORMAT = "facemtl-model"
 VERSION = 1
 
-#: Where the (tight head) face box sits in a SynthFaces training crop: its centre at the crop
-#: centre and its height 0.70 of the crop side (measured: centre 0.50 +- 0.03, height 0.70 +- 0.05).
+#: Where the (tight head) face box sits in the crops ``predict`` cuts for a model: its centre at the
+#: crop centre and its height 0.70 of the crop side. SynthFaces' training crops hold boxes from
+#: about 0.6 to the whole side (the default set: centre 0.50, height 0.89 on average, clipped at
+#: 1), so this loose framing lies inside what the models saw.
 DEFAULT_FRAMING = {"box_centre": [0.5, 0.5], "box_height": 0.70}
 
 LANDMARK_FRAME = (

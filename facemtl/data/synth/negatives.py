@@ -35,7 +35,7 @@ from facemtl.data.synth.sampling import SynthConfig, sample_look
 KINDS = ("photo", "scene", "clutter")
 MAX_IOU = 0.3
 MAX_LANDMARKS = 2  # of a face's 5 landmarks, at most this many in a scene window
-FRAMED = 0.7  # a loosely framed face crop's head height over its side (SynthConfig.face_scale is 0.6-1.0)
+FRAMED = 0.7  # a loosely framed face crop's head height over its side (SynthConfig.face_scale is 0.6-1.4)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -56,11 +56,41 @@ def _draw_common(main: np.random.Generator, cfg: SynthConfig, identity_id: int |
     return negative, ident, look, blurry, frame
 
 
+LANDMARK_MARGIN = 0.02  # of the side: how far inside a tight crop the five points stay
+
+
+# how far the five landmarks can lie from the head centre, in head units (half the head height):
+# measured over 600 faces, at most 1.08 across (a profile's nose) and 0.92 down (the mouth)
+_REACH = (1.15, 1.0)
+
+
+def _points_surely_inside(frame) -> bool:
+    cx, cy, s = frame
+    m = LANDMARK_MARGIN
+    return (m <= cx - _REACH[0] * s and cx + _REACH[0] * s <= 1 - m) and (m <= cy - _REACH[1] * s and cy + _REACH[1] * s <= 1 - m)
+
+
+def _fit_landmarks(ident: Identity, look: Look, cx: float, cy: float, scale: float, side: int) -> float:
+    """The largest scale up to ``scale`` at which the face's five landmarks lie inside a ``side``
+    px crop (``LANDMARK_MARGIN`` in from its edges). In the tightest crops of a turned head the nose
+    or a mouth corner would otherwise fall outside. The projection is linear in the scale about the
+    head centre, so one trial drawing (no random draws: the sample stays the same) gives the limit."""
+    geo = draw_face(Image.new("RGB", (side, side)), ident, look, cx, cy, scale)
+    c = np.array([cx, cy])
+    q = (geo.landmarks - c) / scale  # (5, 2) landmark offsets per unit of scale
+    lo, hi = LANDMARK_MARGIN * side, (1.0 - LANDMARK_MARGIN) * side
+    with np.errstate(divide="ignore"):
+        limit = np.where(q > 0, (hi - c) / q, np.where(q < 0, (lo - c) / q, np.inf))
+    return float(min(scale, limit.min()))
+
+
 def _face_crop(cfg: SynthConfig, ident: Identity, look: Look, blurry: bool, frame, bg, fx) -> dict:
     base = cfg.render_size
     img = background(bg, base, cfg)
     shadow = Image.new("L", ((base + 1) // 2,) * 2, 0)
     scale = frame[2] * base
+    if not _points_surely_inside(frame):  # a tight crop or a turned head near an edge: keep the five points inside
+        scale = _fit_landmarks(ident, look, frame[0] * base, frame[1] * base, scale, base)
     geo = draw_face(img, ident, look, frame[0] * base, frame[1] * base, scale, shadow=ImageDraw.Draw(shadow))
     cam = draw_camera(fx, cfg, base, 2 * scale, blurry)
     images = finish(img, cfg.sizes, cam, [(geo, look.light, look.ambient)], shadow, 0.025 * scale)

@@ -44,7 +44,7 @@ class SynthConfig:
     frontal_yaw_sd: float = 11.0
     pitch_sd: float = 9.0                 # clipped to +-25 degrees
     roll_sd: float = 8.0                  # clipped to +-25 degrees
-    face_scale: tuple[float, float] = (0.6, 1.0)  # head height (skull top to chin) / crop side: loose head crops to tight face crops
+    face_scale: tuple[float, float] = (0.6, 1.4)  # head height (skull top to chin) / crop side: loose head crops to brow-to-chin face crops
     jitter: float = 0.05                  # head centre offset, fraction of the crop side
     blur_fraction: float = 0.05           # share of blurred images (the Blurry attribute)
     noise_sd: tuple[float, float] = (1.5, 7.0)      # sensor noise, grey levels at render resolution
