@@ -47,24 +47,68 @@ def check_workers(workers: int) -> int:
     return workers or (os.cpu_count() or 1)
 
 
-def _call(args: tuple[Callable[[int, int], Any], int, int]) -> tuple[int, Any]:
-    fn, start, stop = args
-    return start, fn(start, stop)
-
-
 def map_blocks(
     fn: Callable[[int, int], Any], blocks: list[Block], workers: int,
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(start, fn(start, stop))`` for every block, in block order."""
+    """Yield ``(start, fn(start, stop))`` for every block, in block order.
+
+    Worker ``w`` of ``n`` computes blocks ``w, w + n, ...`` in order and sends each result down its
+    own pipe, where the writer reads them in block order (a worker waits while its pipe is full).
+    No lock is shared between processes: ``multiprocessing.Pool`` shares one on its task queue, and
+    a worker killed while holding it (a SIGTERM sent to the process group) left the writer's
+    ``Pool.terminate()`` waiting for ever. A worker that dies is an error naming its rows; an
+    exception in a worker is raised again in the writer."""
     workers = check_workers(workers)
-    jobs = [(fn, a, b) for a, b in blocks]
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield _call(job)
+    if workers == 1 or len(blocks) <= 1:
+        for a, b in blocks:
+            yield a, fn(a, b)
         return
+    n = min(workers, len(blocks))
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=_worker_signals) as pool:
-        yield from pool.imap(_call, jobs, chunksize=1)
+    procs, conns = [], []
+    try:
+        for w in range(n):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_work, args=(fn, blocks[w::n], send), daemon=True)
+            proc.start()
+            send.close()  # the worker holds the sending end: its death ends the pipe (EOFError here)
+            procs.append(proc)
+            conns.append(recv)
+        for k, (a, b) in enumerate(blocks):
+            try:
+                start, result, error = conns[k % n].recv()
+            except EOFError:
+                procs[k % n].join(5)
+                raise RuntimeError(
+                    f"a worker process ended (exit code {procs[k % n].exitcode}) before sending rows {a}-{b - 1}; "
+                    "it may have run out of memory: try fewer --workers."
+                ) from None
+            if error is not None:
+                raise error
+            yield start, result
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join()
+        for conn in conns:
+            conn.close()
+
+
+def _work(fn: Callable[[int, int], Any], blocks: list[Block], conn: Any) -> None:
+    """A worker: each block's ``(start, result, None)`` in order, or ``(None, None, error)`` and stop."""
+    _worker_signals()
+    try:
+        for a, b in blocks:
+            conn.send((a, fn(a, b), None))
+    except Exception as e:  # raised again in the writer
+        try:
+            conn.send((None, None, e))
+        except Exception:  # an exception that does not pickle
+            conn.send((None, None, RuntimeError(f"{type(e).__name__}: {e}")))
+    finally:
+        conn.close()
 
 
 def _worker_signals() -> None:
