@@ -56,7 +56,8 @@ def main() -> None:
         os.environ.setdefault("FACEMTL_DATA", tmp)
         res = evaluate(args.run, dataset="lfw-subset", out=Path(tmp) / "eval", scenes=False, figures=False, curves=False)
     det = res.document["tasks"]["detection"]["metrics"]
-    row: dict[str, object] = {"lfw_accuracy": det.get("accuracy"), "lfw_auc": det.get("roc_auc")}
+    row: dict[str, object] = {"lfw_accuracy": det.get("accuracy"), "lfw_face_recall": det.get("face_recall"),
+                             "lfw_auc": det.get("roc_auc")}
 
     predictor = Predictor(load_backend(args.run), FinderConfig(threshold=args.threshold))
     faces = sorted(predictor.predict(sk.astronaut()), key=lambda f: -(f["score"] or 0.0))

@@ -44,14 +44,40 @@ def _binary_metrics(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(np.mean(acc)), "balanced_accuracy": float(np.mean(bacc)), "f1": float(np.mean(f1))}
 
 
+def balanced_mean(per: Tensor, target: Tensor) -> Tensor:
+    """Mean over columns of (mean loss of the positives + mean loss of the negatives) / 2.
+
+    ``per``/``target`` are (B, K); target -1 marks unknown entries, which count nowhere. A column
+    with only positives or only negatives known in the batch gets that class's mean; a column with
+    nothing known is left out; 0 (with a graph) when nothing is known, as :func:`masked_mean`."""
+    pos, neg = (target == 1).to(per.dtype), (target == 0).to(per.dtype)
+    n_pos, n_neg = pos.sum(0), neg.sum(0)
+    mean_pos = (per * pos).sum(0) / n_pos.clamp(min=1)
+    mean_neg = (per * neg).sum(0) / n_neg.clamp(min=1)
+    both = (n_pos > 0) & (n_neg > 0)
+    col = torch.where(both, (mean_pos + mean_neg) / 2, torch.where(n_pos > 0, mean_pos, mean_neg))
+    return masked_mean(col, (n_pos + n_neg) > 0)
+
+
 @dataclass
 class AttributesTask(Task):
-    """Several binary attributes, one logit each, binary cross-entropy over the known entries."""
+    """Several binary attributes, one logit each, binary cross-entropy over the known entries.
+
+    Option ``balance`` (false by default): each attribute's loss is the mean of its positives'
+    cross-entropy and its negatives' cross-entropy, each averaged within the batch, so a rare
+    attribute (eyeglasses on 6-10 % of faces) counts its few positives as much as its many
+    negatives: the loss whose minimum is the balanced accuracy's, as scikit-learn's
+    ``class_weight="balanced"`` gives. A column with one class only in the batch falls back to the
+    plain mean. The loss keeps the plain loss's scale (each half is a mean cross-entropy)."""
 
     columns: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
 
     report_section = "attributes"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options.get("balance", False), bool):
+            raise ConfigError(f"task '{self.name}': balance = {self.options['balance']!r}; it must be true or false.")
 
     def export_output(self):
         return "attributes", len(self.names), list(self.names)
@@ -69,8 +95,11 @@ class AttributesTask(Task):
 
     def loss(self, output, batch, criterion=None):
         target = batch["attributes"][:, list(self.columns)]
-        per = F.binary_cross_entropy_with_logits(output.float(), target.float().clamp(min=0), reduction="none")
-        return masked_mean(per, target >= 0)
+        dt = torch.promote_types(output.dtype, torch.float32)  # float32 under autocast, float64 kept
+        per = F.binary_cross_entropy_with_logits(output.to(dt), target.to(dt).clamp(min=0), reduction="none")
+        if not self.options.get("balance", False):
+            return masked_mean(per, target >= 0)
+        return balanced_mean(per, target)
 
     def collect(self, output, batch):
         return {"prob": _np(torch.sigmoid(output.float())), "target": batch["attributes"][:, list(self.columns)].cpu().numpy()}
