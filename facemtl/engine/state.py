@@ -63,12 +63,13 @@ class TrainState:
         values.setdefault("batches_done", 0)
         return cls(**values)
 
-    def record_epoch(self, row: dict[str, Any], val_total: float) -> bool:
-        """Append the epoch's row; True when its validation loss is the best so far."""
+    def record_epoch(self, row: dict[str, Any], score: float) -> bool:
+        """Append the epoch's row; True when its score (``train.select``'s, lower = better: the
+        validation loss by default) is the best so far."""
         self.history.append(row)
         self.epoch, self.batches_done, self.partial_epoch = row["epoch"], 0, None
-        if val_total < self.best:
-            self.best, self.best_epoch, self.bad_epochs = val_total, row["epoch"], 0
+        if score < self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, row["epoch"], 0
             return True
         self.bad_epochs += 1
         return False

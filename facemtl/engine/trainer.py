@@ -232,6 +232,10 @@ def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torc
         if data is None or not data.multi:
             raise
         raise ConfigError(f"{e} The run's caches: {data.describe_caches()}.") from None
+    select = cfg.train.select
+    if select != "val_loss" and select.split("/")[0] not in [t.name for t in tasks]:
+        raise ConfigError(f"--select {select}: this run has no task '{select.split('/')[0]}'; "
+                          f"use val_loss or TASK/METRIC with TASK one of {', '.join(t.name for t in tasks)}.")
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
                         architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options,
                         **cfg.model.options).to(device)
@@ -416,6 +420,26 @@ def _save_interrupted(run: Run, state: TrainState, sums: EpochSums, epoch: int, 
     return run.last
 
 
+def selection_score(select: str, row: dict[str, Any]) -> float:
+    """What ``train.select`` makes of an epoch's row, lower = better: the summed validation loss,
+    a task's validation loss (``TASK/loss``) or a validation metric (``TASK/METRIC``), negated when
+    higher is better (:func:`~facemtl.tasks.registry.lower_is_better_metrics`). A metric the
+    epoch did not measure is an error that lists the ones it did."""
+    if select == "val_loss":
+        return float(row["val_loss"])
+    task, metric = select.split("/")
+    key = f"val_loss/{task}" if metric == "loss" else f"val/{select}"
+    if key not in row:
+        have = sorted(k[4:] for k in row if k.startswith("val/")) + sorted(f"{k[9:]}/loss" for k in row if k.startswith("val_loss/"))
+        raise ConfigError(f"--select {select}: validation measured no '{metric}' for task '{task}'; it measured: "
+                          f"{', '.join(have) or 'nothing (no validation split?)'}.")
+    from facemtl.tasks.registry import lower_is_better_metrics
+
+    value = float(row[key])
+    lower = metric == "loss" or metric in lower_is_better_metrics()
+    return value if lower else -value
+
+
 def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds: float) -> dict[str, Any]:
     """Validate, let the strategy adapt, log the epoch's row, write last.pt, best.pt and the CSVs
     (in that order: see :mod:`facemtl.engine.run_folder`)."""
@@ -434,7 +458,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, sums: EpochSums, seconds:
     row.update({f"weight/{k}": v for k, v in sums.weight_means().items()})
     for tname, ms in val_metrics.items():
         row.update({f"val/{tname}/{m}": v for m, v in ms.items()})
-    improved = state.record_epoch(row, val_total)
+    improved = state.record_epoch(row, selection_score(run.cfg.train.select, row))
     run.save(run.last, state)  # first: the record the other files are rebuilt from on resume
     if run.dist.is_main:
         if improved:
@@ -493,7 +517,8 @@ def _loop(run: Run, state: TrainState, cb: Callbacks, speed: Speed) -> bool:
             row = end_epoch(run, state, epoch, sums, time.perf_counter() - t0)
             cb.on_epoch_end(epoch=epoch, row=row)
             if t.patience and state.bad_epochs >= t.patience:
-                log.info("early stopping after epoch %d: validation loss has not improved for %d epochs", epoch + 1, state.bad_epochs)
+                log.info("early stopping after epoch %d: %s has not improved for %d epochs", epoch + 1,
+                         "validation loss" if t.select == "val_loss" else f"validation {t.select}", state.bad_epochs)
                 return True
     return False
 

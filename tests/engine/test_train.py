@@ -172,6 +172,55 @@ def test_early_stopping(synth_cache, tmp_path):
     assert math.isclose(res.history[res.best_epoch - 1]["val_loss"], best)
 
 
+def test_select_scores_follow_the_metric_direction():
+    from facemtl.engine.trainer import selection_score
+
+    row = {"val_loss": 2.5, "val_loss/landmarks": 0.4, "val/landmarks/nme": 0.08, "val/smile/balanced_accuracy": 0.9}
+    assert selection_score("val_loss", row) == 2.5
+    assert selection_score("landmarks/nme", row) == 0.08  # lower is better: as it is
+    assert selection_score("smile/balanced_accuracy", row) == -0.9  # higher is better: negated
+    assert selection_score("landmarks/loss", row) == 0.4
+    with pytest.raises(ConfigError, match=r"measured: landmarks/nme, smile/balanced_accuracy, landmarks/loss"):
+        selection_score("landmarks/failure_rate", row)
+
+
+def test_select_picks_best_pt_and_early_stopping_by_a_metric(synth_cache, tmp_path):
+    over = {"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.epochs": 5, "train.max_steps_per_epoch": 4,
+            "train.select": "smile/balanced_accuracy", "train.schedule": "constant", "train.patience": 1}
+    res = train(quick("default", synth_cache, tmp_path / "sel", **over))
+    # replay the rule on the logged metric: the first epoch of the highest balanced accuracy so far is
+    # best.pt, and the run stops after the first epoch that does not raise it
+    best, best_epoch, stop = -1.0, 0, len(res.history)
+    for r in res.history:
+        if r["val/smile/balanced_accuracy"] > best:
+            best, best_epoch = r["val/smile/balanced_accuracy"], r["epoch"]
+        else:
+            stop = r["epoch"]
+            break
+    assert (res.best_epoch, len(res.history)) == (best_epoch, stop)
+    assert res.stopped_early == (stop < 5)
+    from facemtl.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "sel" / "best.pt")["epoch"] == res.best_epoch
+    with pytest.raises(ConfigError, match="no task 'pose'"):
+        train(quick("default", synth_cache, tmp_path / "bad", **{**over, "train.select": "pose/accuracy"}))
+    with pytest.raises(ConfigError, match="--select"):
+        train(quick("default", synth_cache, tmp_path / "bad2", **{**over, "train.select": "nme"}))
+
+
+def test_train_state_keeps_the_best_score_and_counts_bad_epochs():
+    from facemtl.engine.state import TrainState
+    from facemtl.engine.trainer import selection_score
+
+    state = TrainState()
+    rows = [{"epoch": e, "val_loss": loss, "val/smile/balanced_accuracy": b}
+            for e, loss, b in ((1, 3.0, 0.6), (2, 2.0, 0.8), (3, 1.0, 0.7), (4, 0.5, 0.75))]
+    improved = [state.record_epoch(r, selection_score("smile/balanced_accuracy", r)) for r in rows]
+    assert improved == [True, True, False, False] and state.best_epoch == 2 and state.bad_epochs == 2
+    by_loss = TrainState()
+    assert [by_loss.record_epoch(r, selection_score("val_loss", r)) for r in rows] == [True] * 4
+
+
 def test_bf16_autocast_on_cpu(synth_cache, tmp_path):
     cfg = quick("default", synth_cache, tmp_path / "amp", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56,
                                                             "train.amp": "bf16", "train.epochs": 1, "train.max_steps_per_epoch": 6})
