@@ -50,6 +50,7 @@ from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
 from facemtl.engine.steps import autocast_for, evaluate_split, input_plan, make_inputs, task_losses
 from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged, TrainingInterrupted
+from facemtl.tasks.registry import lower_is_better_metrics
 from facemtl.utils.device import pick_device
 from facemtl.utils.io import remove_stale_temp_files, write_text_atomic
 from facemtl.utils.lock import run_lock
@@ -232,10 +233,6 @@ def _build_model(cfg: RunConfig, info, ckpt: dict[str, Any] | None, device: torc
         if data is None or not data.multi:
             raise
         raise ConfigError(f"{e} The run's caches: {data.describe_caches()}.") from None
-    select = cfg.train.select
-    if select != "val_loss" and select.split("/")[0] not in [t.name for t in tasks]:
-        raise ConfigError(f"--select {select}: this run has no task '{select.split('/')[0]}'; "
-                          f"use val_loss or TASK/METRIC with TASK one of {', '.join(t.name for t in tasks)}.")
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, weights=cfg.model.weights,
                         architecture=cfg.model.architecture, architecture_options=cfg.model.architecture_options,
                         **cfg.model.options).to(device)
@@ -256,6 +253,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     info = data.info()
     tasks, model = _build_model(cfg, info, ckpt, device, data)
     data.check_tasks(tasks)
+    check_select(cfg.train.select, [t.name for t in tasks])
     channels_last = resolve_channels_last(cfg.train.channels_last, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -420,6 +418,14 @@ def _save_interrupted(run: Run, state: TrainState, sums: EpochSums, epoch: int, 
     return run.last
 
 
+def check_select(select: str, task_names: list[str]) -> None:
+    """Refuse, before training, a ``train.select`` that names a task the run does not train."""
+    task = select.split("/")[0]
+    if select != "val_loss" and task not in task_names:
+        raise ConfigError(f"--select {select}: this run has no task '{task}'; "
+                          f"use val_loss or TASK/METRIC with TASK one of {', '.join(task_names)}.")
+
+
 def selection_score(select: str, row: dict[str, Any]) -> float:
     """What ``train.select`` makes of an epoch's row, lower = better: the summed validation loss,
     a task's validation loss (``TASK/loss``) or a validation metric (``TASK/METRIC``), negated when
@@ -433,8 +439,6 @@ def selection_score(select: str, row: dict[str, Any]) -> float:
         have = sorted(k[4:] for k in row if k.startswith("val/")) + sorted(f"{k[9:]}/loss" for k in row if k.startswith("val_loss/"))
         raise ConfigError(f"--select {select}: validation measured no '{metric}' for task '{task}'; it measured: "
                           f"{', '.join(have) or 'nothing (no validation split?)'}.")
-    from facemtl.tasks.registry import lower_is_better_metrics
-
     value = float(row[key])
     lower = metric == "loss" or metric in lower_is_better_metrics()
     return value if lower else -value
