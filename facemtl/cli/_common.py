@@ -63,6 +63,15 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def parse_float_range(text: str, what: str) -> tuple[float, float]:
+    """``"1.0,1.4"`` -> (1.0, 1.4); anything but two numbers is a ConfigError naming ``what``."""
+    try:
+        lo, hi = (float(x) for x in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be two comma-separated numbers LO,HI such as 1.0,1.4; got '{text}'.") from None
+    return lo, hi
+
+
 def parse_name_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -123,7 +132,8 @@ def announce_synthetic_render(cfg: Any, sample: int = 24) -> None:
 
     # the sizes ensure_data renders: the recipe's synthetic_sizes, else those the model reads
     sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
-    synth = SynthConfig(identities=cfg.data.synthetic_identities, sizes=sizes)
+    framing = {"face_scale": tuple(cfg.data.synthetic_face_scale)} if cfg.data.synthetic_face_scale else {}
+    synth = SynthConfig(identities=cfg.data.synthetic_identities, sizes=sizes, **framing)
     render_block(0, 1, synth)  # warm-up: imports, photo loading
     t0 = time.perf_counter()
     render_block(1, 1 + sample, synth)

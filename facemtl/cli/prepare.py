@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from facemtl.cli._common import console, handle_errors, parse_int_list, progress_bar
+from facemtl.cli._common import console, handle_errors, parse_float_range, parse_int_list, progress_bar
 
 app = typer.Typer(help="Prepare a dataset into a facemtl HDF5 cache (see docs/data-format.md).", no_args_is_help=True)
 
@@ -22,6 +22,7 @@ def synthetic(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (0 = all cores).")] = 0,
     scenes: Annotated[int, typer.Option("--scenes", help="Whole detection scenes (256x256) to render.")] = 64,
+    face_scale: Annotated[str | None, typer.Option("--face-scale", help="Head height over crop side, drawn from LO,HI: 0.6,1.4 (default) loose head crops, 1.0,1.4 framed like a face detector's box (the tcdcn recipe).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing cache.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted prepare from its .partial file.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="cache (HDF5), or celeba / mtfl / fer2013: that dataset's exact files with only its labels, for exercising the real readers.")] = "cache",
@@ -47,10 +48,11 @@ def synthetic(
         console.print(f"wrote [bold]{folder}[/] in {fmt} format; read it with [cyan]facemtl prepare {fmt} --root {folder} --out {fmt}.h5[/]")
         return
     size_list = parse_int_list(sizes, "--sizes")
+    framing = {"face_scale": parse_float_range(face_scale, "--face-scale")} if face_scale else {}
     with sigterm_as_interrupt(), progress_bar("SynthFaces", num_images) as advance:
         path = prepare_synthetic(
             out, num_images=num_images, identities=identities, sizes=size_list, seed=seed, workers=workers,
-            num_scenes=scenes, force=force, resume=resume, on_progress=advance,
+            num_scenes=scenes, force=force, resume=resume, on_progress=advance, **framing,
         )
     console.print(f"wrote [bold]{path}[/]; inspect it with [cyan]facemtl info {path}[/]")
 

@@ -43,6 +43,10 @@ class DataConfig:
     synthetic_identities: int = 100
     #: sizes rendered when SynthFaces is prepared on the fly; empty: the sizes the model reads
     synthetic_sizes: tuple[int, ...] = ()
+    #: head height over crop side drawn from this range when SynthFaces is prepared on the fly
+    #: (LO, HI); empty: SynthFaces' own (0.6, 1.4). The ``tcdcn`` recipe frames faces as a face
+    #: detector's box does (1.0, 1.4)
+    synthetic_face_scale: tuple[float, ...] = ()
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 0
@@ -153,6 +157,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise :class:`ConfigError` for a value out of its range (the first one found); returns self."""
+        from facemtl.data.synth.sampling import FACE_SCALE_LIMITS, valid_face_scale
         from facemtl.engine.schedules import SCHEDULE_ALIASES, SCHEDULES
 
         t, d = self.train, self.data
@@ -176,6 +181,8 @@ class RunConfig:
             ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
             ("data.synthetic_images", d.synthetic_images, d.synthetic_images >= 1, "at least 1"),
             ("data.synthetic_identities", d.synthetic_identities, d.synthetic_identities >= 1, "at least 1"),
+            ("data.synthetic_face_scale", d.synthetic_face_scale, not d.synthetic_face_scale or valid_face_scale(d.synthetic_face_scale),
+             f"empty (SynthFaces' own) or two numbers LO, HI with {FACE_SCALE_LIMITS[0]} <= LO <= HI <= {FACE_SCALE_LIMITS[1]}"),
             ("model.input_size", self.model.input_size, self.model.input_size is None or self.model.input_size >= 1,
              "a positive number of pixels"),
         ]
@@ -249,6 +256,8 @@ def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
             return tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else tuple(str(x) for x in v)
         if t.startswith("tuple[int"):
             return tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
+        if t.startswith("tuple[float"):
+            return tuple(float(x) for x in (v.split(",") if isinstance(v, str) else v))
         if t == "bool":
             return parse_bool(v)
     except (TypeError, ValueError):

@@ -194,8 +194,9 @@ def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> RunData:
                 input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
             log.info("%s not found: rendering %d SynthFaces images (%s px) into it", path, cfg.data.synthetic_images,
                      ", ".join(map(str, sizes)))
+            framing = {"face_scale": tuple(cfg.data.synthetic_face_scale)} if cfg.data.synthetic_face_scale else {}
             prepare_synthetic(path, num_images=cfg.data.synthetic_images, identities=cfg.data.synthetic_identities,
-                              sizes=sizes, resume=True)
+                              sizes=sizes, resume=True, **framing)
         distributed.barrier()
     return RunData.open(paths)
 

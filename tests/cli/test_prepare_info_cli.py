@@ -42,6 +42,9 @@ def test_prepare_then_info(tmp_path):
     (["--sizes", "4"], "between 8 and 1024"),
     (["-n", "0"], "--num-images"),
     (["--identities", "1"], "--identities"),
+    (["--face-scale", "1.2"], "--face-scale"),
+    (["--face-scale", "1.4,1.0"], "face_scale"),
+    (["--face-scale", "0.1,1.0"], "face_scale"),
 ])
 def test_prepare_bad_options(tmp_path, args, message):
     out = tmp_path / "s.h5"
@@ -84,3 +87,24 @@ def test_damaged_cache_is_refused_by_info_and_train(tmp_path):
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
         r = runner.invoke(app, ["train", "--data", str(target), "--out", str(tmp_path / "run"), "--epochs", "1"])
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
+
+
+def test_prepare_face_scale_frames_the_faces(tmp_path):
+    """--face-scale sets how large the head is in its crop: the eyes lie further apart in a tight crop."""
+    import h5py
+    import numpy as np
+
+    iod = {}
+    for name, scale in (("loose", "0.6,0.7"), ("tight", "1.3,1.4")):
+        out = tmp_path / f"{name}.h5"
+        r = runner.invoke(app, ["prepare", "synthetic", "--out", str(out), "-n", "40", "--identities", "5", "--sizes", "32",
+                                "--scenes", "0", "--workers", "1", "--face-scale", scale])
+        assert r.exit_code == 0, r.output
+        info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).output)
+        assert info["provenance"]["config"]["face_scale"] == [float(x) for x in scale.split(",")]
+        with h5py.File(out) as f:
+            lm = f["labels/landmarks"][:]
+        lm = lm[np.isfinite(lm).all((1, 2))]
+        iod[name] = np.median(np.linalg.norm(lm[:, 0] - lm[:, 1], axis=1))
+    # twice the head height, about twice the inter-ocular distance (in crop-side units)
+    assert 1.6 < iod["tight"] / iod["loose"] < 2.6, iod

@@ -29,6 +29,20 @@ HAT_COLOURS = ((40, 40, 45), (150, 30, 35), (30, 60, 120), (200, 190, 170), (70,
                (225, 225, 220), (90, 90, 95), (190, 150, 40), (110, 50, 100))
 
 
+#: the head-height-over-crop-side range a ``face_scale`` may take (below: a speck; above: the
+#: crop holds less than the eyes-to-mouth region)
+FACE_SCALE_LIMITS = (0.3, 2.0)
+
+
+def valid_face_scale(value) -> bool:
+    """Whether ``value`` is a ``face_scale`` range: two numbers LO <= HI within :data:`FACE_SCALE_LIMITS`."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return False
+    return FACE_SCALE_LIMITS[0] <= lo <= hi <= FACE_SCALE_LIMITS[1]
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Generator parameters of a SynthFaces set (all JSON-serialisable, stored as provenance)."""
@@ -77,6 +91,9 @@ class SynthConfig:
         if self.seed < 0:
             raise ConfigError(f"SynthConfig.seed must be >= 0, got {self.seed}.")
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        if not valid_face_scale(self.face_scale):
+            raise ConfigError(f"SynthConfig.face_scale must be a range LO, HI with {FACE_SCALE_LIMITS[0]} <= LO <= HI <= "
+                              f"{FACE_SCALE_LIMITS[1]} (head height over crop side), got {self.face_scale}.")
         object.__setattr__(self, "face_scale", tuple(float(s) for s in self.face_scale))
         object.__setattr__(self, "noise_sd", tuple(float(s) for s in self.noise_sd))
         for name in ("photo_background", "jpeg_fraction", "lowres_fraction", "motion_blur_fraction",
