@@ -128,12 +128,10 @@ def announce_synthetic_render(cfg: Any, sample: int = 24) -> None:
         return
     from facemtl.data.synth import SynthConfig
     from facemtl.data.synthetic import render_block
-    from facemtl.models import input_sizes
+    from facemtl.engine.trainer import synthetic_render_settings
 
-    # the sizes ensure_data renders: the recipe's synthetic_sizes, else those the model reads
-    sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
-    framing = {"face_scale": tuple(cfg.data.synthetic_face_scale)} if cfg.data.synthetic_face_scale else {}
-    synth = SynthConfig(identities=cfg.data.synthetic_identities, sizes=sizes, **framing)
+    synth = SynthConfig(**synthetic_render_settings(cfg))  # what ensure_data will render
+    sizes = synth.sizes
     render_block(0, 1, synth)  # warm-up: imports, photo loading
     t0 = time.perf_counter()
     render_block(1, 1 + sample, synth)

@@ -187,18 +187,27 @@ def ensure_data(cfg: RunConfig, dist_info: distributed.DistInfo) -> RunData:
             raise MissingFileError(f"cache {path} does not exist; create it with `facemtl prepare` or point --data at a cache.")
         if dist_info.is_main:
             from facemtl.data.synthetic import prepare_synthetic
-            from facemtl.models import input_sizes
 
-            # only the sizes this model reads (a 224 px render costs many times a 64 px one)
-            sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(
-                input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
+            settings = synthetic_render_settings(cfg)
             log.info("%s not found: rendering %d SynthFaces images (%s px) into it", path, cfg.data.synthetic_images,
-                     ", ".join(map(str, sizes)))
-            framing = {"face_scale": tuple(cfg.data.synthetic_face_scale)} if cfg.data.synthetic_face_scale else {}
-            prepare_synthetic(path, num_images=cfg.data.synthetic_images, identities=cfg.data.synthetic_identities,
-                              sizes=sizes, resume=True, **framing)
+                     ", ".join(map(str, settings["sizes"])))
+            prepare_synthetic(path, num_images=cfg.data.synthetic_images, resume=True, **settings)
         distributed.barrier()
     return RunData.open(paths)
+
+
+def synthetic_render_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The SynthFaces settings a missing cache is rendered with (``SynthConfig`` / ``prepare_synthetic``
+    keywords): the recipe's identities, sizes and framing; without sizes, only those the model reads
+    (a 224 px render costs many times a 64 px one)."""
+    from facemtl.models import input_sizes
+
+    sizes = tuple(cfg.data.synthetic_sizes) or tuple(sorted(set(
+        input_sizes(cfg.model.backbone, cfg.model.input_size, **cfg.model.options))))
+    settings: dict[str, Any] = {"identities": cfg.data.synthetic_identities, "sizes": sizes}
+    if cfg.data.synthetic_face_scale:  # else SynthFaces' own framing
+        settings["face_scale"] = tuple(cfg.data.synthetic_face_scale)
+    return settings
 
 
 def build_optimizer(cfg: RunConfig, model, strategy) -> torch.optim.Optimizer:
