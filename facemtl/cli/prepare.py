@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from facemtl.cli._common import console, handle_errors, parse_float_range, parse_int_list, progress_bar
+from facemtl.errors import ConfigError
 
 app = typer.Typer(help="Prepare a dataset into a facemtl HDF5 cache (see docs/data-format.md).", no_args_is_help=True)
 
@@ -37,6 +38,7 @@ def synthetic(
     Example: [cyan]facemtl prepare synthetic --out data/synthfaces.h5 --num-images 20000[/]
     """
     from facemtl.data._parallel import sigterm_as_interrupt
+    from facemtl.data.synth.sampling import FACE_SCALE_LIMITS, valid_face_scale
     from facemtl.data.synthetic import prepare_synthetic
 
     if fmt != "cache":
@@ -49,6 +51,10 @@ def synthetic(
         return
     size_list = parse_int_list(sizes, "--sizes")
     framing = {"face_scale": parse_float_range(face_scale, "--face-scale")} if face_scale else {}
+    if framing and not valid_face_scale(framing["face_scale"]):  # before the progress bar starts
+        lo, hi = FACE_SCALE_LIMITS
+        raise ConfigError(f"--face-scale {face_scale}: give LO,HI with {lo} <= LO <= HI <= {hi} "
+                          "(head height over the crop side), e.g. 1.0,1.4.")
     with sigterm_as_interrupt(), progress_bar("SynthFaces", num_images) as advance:
         path = prepare_synthetic(
             out, num_images=num_images, identities=identities, sizes=size_list, seed=seed, workers=workers,

@@ -17,7 +17,9 @@ geometry (one 2x3 affine per sample, ``F.affine_grid`` + ``F.grid_sample``, bili
 photometry (per sample)
     brightness, contrast, saturation, hue (a rotation of the YIQ chroma plane), greyscale, a mild
     blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
-    Gaussian noise, and optional random erasing (a rectangle of noise).
+    low resolution (shrunk 1.5-3x and enlarged back, :data:`LOWRES_FACTORS`; the sample's ``Blurry``
+    label becomes unknown, since a face shrunk that much may look blurry), Gaussian noise, and
+    optional random erasing (a rectangle of noise).
 
 Every random number of a batch comes from a generator seeded with ``(seed, epoch, batch index)``,
 so the same batch is augmented identically in a rerun and in a resumed run, with no state to save.
@@ -58,8 +60,9 @@ class AugmentConfig:
     Ranges: ``scale`` s draws the zoom from [1 - s, 1 + s]; ``rotate`` degrees from [-r, r];
     ``translate`` t of the image side from [-t, t] per axis; ``brightness`` / ``contrast`` /
     ``saturation`` b multiply by [1 - b, 1 + b]; ``hue`` h turns the chroma by [-h, h] turns;
-    ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``erase`` are
-    probabilities per sample."""
+    ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``lowres``, ``erase``
+    are probabilities per sample (``lowres``: the image is shrunk by a factor drawn from
+    :data:`LOWRES_FACTORS` and enlarged back, as a small face is when it is cut from a photo)."""
 
     preset: str = "none"
     flip: float | None = None
@@ -73,6 +76,7 @@ class AugmentConfig:
     grey: float | None = None
     blur: float | None = None
     noise: float | None = None
+    lowres: float | None = None
     erase: float | None = None
 
     def __post_init__(self) -> None:
@@ -99,17 +103,28 @@ class AugmentConfig:
         return any(v > 0 for v in self.resolved().values())
 
 
-_PROBABILITIES = {"flip", "grey", "blur", "erase"}
+_PROBABILITIES = {"flip", "grey", "blur", "lowres", "erase"}
 _OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
-            hue=0.0, grey=0.0, blur=0.0, noise=0.0, erase=0.0)
+            hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, erase=0.0)
+#: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
+#: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
+#: it back: a 64 px input then carries the detail of a 21-43 px source. The face finder cuts windows
+#: around faces from 20 px up and enlarges the small ones to the input size
+#: (:mod:`facemtl.export.faces`), and photos of faces are often smaller than the model's input;
+#: SynthFaces renders every crop sharp at the stored size.
+LOWRES_FACTORS = (1.5, 3.0)
+LOWRES_LEVELS = 4
+#: attributes whose label a low-resolution draw makes unknown for that sample: a head shrunk 3x
+#: is as small as SynthFaces' Blurry captures (14-28 px tall), so "not Blurry" may no longer hold
+RESOLUTION_ATTRIBUTES = ("Blurry",)
 PRESETS: dict[str, dict[str, float]] = {
     "none": dict(_OFF),
     "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
               "contrast": 0.1, "saturation": 0.1, "noise": 0.01},
     "standard": {**_OFF, "flip": 0.5, "scale": 0.1, "rotate": 12.0, "translate": 0.05, "brightness": 0.25,
-                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02},
+                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02, "lowres": 0.2},
     "strong": {**_OFF, "flip": 0.5, "scale": 0.15, "rotate": 20.0, "translate": 0.08, "brightness": 0.4,
-               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "erase": 0.25},
+               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "lowres": 0.3, "erase": 0.25},
 }
 
 
@@ -124,12 +139,15 @@ def batch_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
 class BatchAugment:
     """Augment model inputs and labels of a batch (see the module docstring)."""
 
-    def __init__(self, config: AugmentConfig | None = None, *, seed: int = 0, **overrides: float):
+    def __init__(self, config: AugmentConfig | None = None, *, seed: int = 0,
+                 attribute_names: tuple[str, ...] | list[str] = (), **overrides: float):
         config = config or AugmentConfig()
         if overrides:
             config = dataclasses.replace(config, **overrides)
         self.values = config.resolved()
         self.seed = int(seed)
+        #: attribute columns a low-resolution draw makes unknown (-1): a shrunk face may look Blurry
+        self.resolution_attributes = [i for i, n in enumerate(attribute_names) if n in RESOLUTION_ATTRIBUTES]
 
     @property
     def enabled(self) -> bool:
@@ -154,6 +172,12 @@ class BatchAugment:
             out.append(x)
         if p["geometric"]:
             _transform_labels(batch, p)
+        if "lowres" in p and self.resolution_attributes and "attributes" in batch:
+            a = batch["attributes"].clone()
+            cols = torch.tensor(self.resolution_attributes, device=a.device)
+            on = p["lowres"].to(a.device).view(-1, 1)
+            a[:, cols] = torch.where(on, torch.full_like(a[:, cols], -1), a[:, cols])
+            batch["attributes"] = a
         return out, batch
 
     # -- random parameters ------------------------------------------------------------------------
@@ -182,8 +206,13 @@ class BatchAugment:
             "erase_box": torch.rand(n, 4, generator=g),
             "noise_seed": int(torch.randint(0, 2**31 - 1, (1,), generator=g)),
         }
+        if v["lowres"] > 0:  # drawn last, so that adding lowres leaves every other draw as it was
+            lo, hi = (math.log(f) for f in LOWRES_FACTORS)
+            p["lowres"] = coin(v["lowres"])
+            step = torch.randint(0, LOWRES_LEVELS, (n,), generator=g).float() / (LOWRES_LEVELS - 1)
+            p["lowres_factor"] = torch.exp(lo + (hi - lo) * step)
         p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate"))
-        p["photometric"] = {k for k in ("brightness", "contrast", "saturation", "hue", "grey", "blur", "noise", "erase") if v[k] > 0}
+        p["photometric"] = {k for k in ("brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase") if v[k] > 0}
         return p
 
 
@@ -260,6 +289,8 @@ def _photometric(x: Tensor, p: dict[str, Any], input_index: int) -> Tensor:
         idx = p["blur"].nonzero().flatten().to(x.device)  # found on the CPU: no device sync
         if len(idx):
             x = x.index_copy(0, idx, _binomial_blur(x.index_select(0, idx)))
+    if "lowres" in which:
+        x = _lowres(x, p["lowres"], p["lowres_factor"])
     if "noise" in which or "erase" in which:
         ng = torch.Generator(device=x.device)
         ng.manual_seed(p["noise_seed"] + 7919 * input_index)
@@ -318,6 +349,18 @@ def _binomial_blur(x: Tensor) -> Tensor:
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     h = (p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]) / 4
     return (h[..., :-2, :] + 2 * h[..., 1:-1, :] + h[..., 2:, :]) / 4
+
+
+def _lowres(x: Tensor, on: Tensor, factor: Tensor) -> Tensor:
+    """Shrink the chosen samples to ``side / factor`` (antialiased bilinear) and enlarge them back
+    (bilinear). Samples that share a shrunk side are resized together: a handful of calls per batch."""
+    side = x.shape[-1]
+    small = torch.clamp(torch.round(side / factor), min=4).long()
+    for s in torch.unique(small[on]).tolist():  # on the CPU: no device sync
+        idx = (on & (small == s)).nonzero().flatten().to(x.device)
+        sub = F.interpolate(x.index_select(0, idx), size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        x = x.index_copy(0, idx, F.interpolate(sub, size=x.shape[-2:], mode="bilinear", align_corners=False))
+    return x
 
 
 def _erase(x: Tensor, on: Tensor, box: Tensor, ng: torch.Generator) -> Tensor:

@@ -274,7 +274,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     autocast, scaler = autocast_for(device, cfg.train.amp)
     train_loader = data.train_loader(cfg, model, dist_info, device)
     val_loaders = data.eval_loaders(cfg, model, cfg.data.val_split, max(cfg.train.batch_size, 128)) if dist_info.is_main else []
-    augment = BatchAugment(cfg.augment, seed=cfg.train.seed + 1_000_003 * dist_info.rank)
+    augment = BatchAugment(cfg.augment, seed=cfg.train.seed + 1_000_003 * dist_info.rank, attribute_names=info.attribute_names)
     return Run(
         cfg=cfg, dist=dist_info, device=device, data=data, info=info, tasks=tasks, model=model, strategy=strategy,
         grad_mode=strategy.grad_mode(cfg.weighting.grad_mode), optimizer=optimizer, autocast=autocast, scaler=scaler,

@@ -70,7 +70,7 @@ def test_landmarks_follow_the_pixels(preset):
     """A dot drawn at a landmark is still under that landmark's transformed position."""
     b = _batch(16, seed=1)
     # photometric changes off: they would move nothing but add noise to the blob's centre
-    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, erase=0))
+    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0, erase=0))
     for k in range(5):
         out, nb = aug([_dots(b["landmarks"], k)], b, epoch=3, batch_index=k)
         peak = _peak(out[0])
@@ -136,6 +136,39 @@ def test_photometric_changes_keep_geometry_and_range():
     grey = AugmentConfig(grey=1.0)
     yg, _ = BatchAugment(grey)(x, b, epoch=0, batch_index=0)
     assert torch.allclose(yg[0][:, 0], yg[0][:, 1]) and torch.allclose(yg[0][:, 1], yg[0][:, 2])
+
+
+def test_lowres_removes_fine_detail_only_where_drawn():
+    """A shrunk-and-enlarged image keeps its mean and coarse shape but loses its finest detail; the
+    samples not drawn and every label are untouched; the factor stays in LOWRES_FACTORS."""
+    from facemtl.data.augment import LOWRES_FACTORS
+
+    g = torch.Generator().manual_seed(1)
+    coarse = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=g), size=(S, S), mode="bilinear")
+    stripes = (torch.arange(S) % 2).float().view(1, 1, 1, S).expand(16, 3, S, S)  # 1 px stripes
+    x = [(0.6 * coarse + 0.4 * stripes).clamp(0, 1)]
+    aug = BatchAugment(AugmentConfig(lowres=0.5))
+    b = _batch(16)
+    y, nb = aug(x, b, epoch=0, batch_index=3)
+    p = aug._draw(16, __import__("facemtl.data.augment", fromlist=["batch_generator"]).batch_generator(0, 0, 3))
+    on = p["lowres"]
+    assert 0 < int(on.sum()) < 16
+    assert float(p["lowres_factor"].min()) >= LOWRES_FACTORS[0] and float(p["lowres_factor"].max()) <= LOWRES_FACTORS[1]
+    assert torch.equal(y[0][~on], x[0][~on]) and torch.equal(nb["landmarks"], b["landmarks"])
+    assert torch.equal(nb["attributes"], b["attributes"])  # no attribute names given: labels untouched
+    named = BatchAugment(AugmentConfig(lowres=0.5), attribute_names=("Smiling", "Blurry", "Male"))
+    _, nb2 = named(x, b, epoch=0, batch_index=3)
+    assert (nb2["attributes"][on, 1] == -1).all() and (nb2["attributes"][~on, 1] == 1).all()
+    assert (nb2["attributes"][:, [0, 2]] == 1).all() and (b["attributes"] == 1).all()  # Blurry only; input kept
+
+    def stripe_energy(t):  # amplitude of the 1 px alternation
+        return (t[..., 1:] - t[..., :-1]).abs().mean((1, 2, 3))
+
+    assert (stripe_energy(y[0][on]) < 0.5 * stripe_energy(x[0][on])).all()
+    assert torch.allclose(y[0][on].mean((1, 2, 3)), x[0][on].mean((1, 2, 3)), atol=0.02)
+    smooth = torch.nn.functional.interpolate(torch.rand(16, 3, 4, 4, generator=g), size=(S, S), mode="bilinear", align_corners=True)
+    ys, _ = aug([smooth], b, epoch=0, batch_index=3)
+    assert float((ys[0] - smooth).abs().mean()) < 0.01  # content coarser than the shrunk grid survives
 
 
 def test_hue_rotation_keeps_luma_and_full_turn_is_identity():
