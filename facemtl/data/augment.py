@@ -77,6 +77,7 @@ class AugmentConfig:
     blur: float | None = None
     noise: float | None = None
     lowres: float | None = None
+    texture: float | None = None
     erase: float | None = None
 
     def __post_init__(self) -> None:
@@ -103,9 +104,9 @@ class AugmentConfig:
         return any(v > 0 for v in self.resolved().values())
 
 
-_PROBABILITIES = {"flip", "grey", "blur", "lowres", "erase"}
+_PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "erase"}
 _OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
-            hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, erase=0.0)
+            hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, erase=0.0)
 #: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
 #: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
 #: it back: a 64 px input then carries the detail of a 21-43 px source. The face finder cuts windows
@@ -117,14 +118,18 @@ LOWRES_LEVELS = 4
 #: attributes whose label a low-resolution draw makes unknown for that sample: a head shrunk 3x
 #: is as small as SynthFaces' Blurry captures (14-28 px tall), so "not Blurry" may no longer hold
 RESOLUTION_ATTRIBUTES = ("Blurry",)
+#: ``texture`` adds another sample's fine detail times an amount drawn from this range
+TEXTURE_AMOUNT = (0.25, 1.0)
 PRESETS: dict[str, dict[str, float]] = {
     "none": dict(_OFF),
     "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
               "contrast": 0.1, "saturation": 0.1, "noise": 0.01},
     "standard": {**_OFF, "flip": 0.5, "scale": 0.1, "rotate": 12.0, "translate": 0.05, "brightness": 0.25,
-                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02, "lowres": 0.2},
+                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02, "lowres": 0.2,
+                 "texture": 0.3},
     "strong": {**_OFF, "flip": 0.5, "scale": 0.15, "rotate": 20.0, "translate": 0.08, "brightness": 0.4,
-               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "lowres": 0.3, "erase": 0.25},
+               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "lowres": 0.3,
+               "texture": 0.5, "erase": 0.25},
 }
 
 
@@ -162,6 +167,8 @@ class BatchAugment:
         n = inputs[0].shape[0]
         p = self._draw(n, g)
         batch = dict(batch)
+        if "texture" in p:
+            p["texture_from"] = texture_sources(p["texture_pick"], batch.get("face"))
         out = []
         theta = _inverse_theta(p)  # (B, 2, 3) output -> input grid coordinates
         for k, x in enumerate(inputs):
@@ -211,8 +218,13 @@ class BatchAugment:
             p["lowres"] = coin(v["lowres"])
             step = torch.randint(0, LOWRES_LEVELS, (n,), generator=g).float() / (LOWRES_LEVELS - 1)
             p["lowres_factor"] = torch.exp(lo + (hi - lo) * step)
+        if v["texture"] > 0:  # after lowres, for the same reason
+            p["texture"] = coin(v["texture"])
+            p["texture_amount"] = u(*TEXTURE_AMOUNT)
+            p["texture_pick"] = torch.rand(n, generator=g)  # which sample gives the detail: __call__
         p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate"))
-        p["photometric"] = {k for k in ("brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase") if v[k] > 0}
+        p["photometric"] = {k for k in ("texture", "brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase")
+                            if v[k] > 0}
         return p
 
 
@@ -282,6 +294,8 @@ def _photometric(x: Tensor, p: dict[str, Any], input_index: int) -> Tensor:
         return x
     b = x.shape[0]
     x = x.contiguous()
+    if "texture" in which:
+        x = _texture(x, p["texture"], p["texture_amount"], p["texture_from"])
     if which & {"brightness", "contrast", "saturation", "hue", "grey"}:
         m, o = _colour_transform(x, p, which)
         x = torch.baddbmm(o.unsqueeze(2), m, x.flatten(2)).view_as(x)  # one (3x3 + offset) per sample
@@ -349,6 +363,31 @@ def _binomial_blur(x: Tensor) -> Tensor:
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     h = (p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]) / 4
     return (h[..., :-2, :] + 2 * h[..., 1:-1, :] + h[..., 2:, :]) / 4
+
+
+def texture_sources(pick: Tensor, face: Tensor | None) -> Tensor:
+    """(B,) the sample whose detail each sample may get: a non-face of the batch (``pick`` in [0, 1)
+    chooses which), so that faces wear the fine texture of photos and scenes and no non-face gets
+    a ghost of a face; any sample when the batch has no non-faces."""
+    n = len(pick)
+    pool = torch.arange(n)
+    if face is not None:
+        non_faces = (face.cpu() == 0).nonzero().flatten()
+        if len(non_faces):
+            pool = non_faces
+    return pool[(pick * len(pool)).long().clamp(max=len(pool) - 1)]
+
+
+def _texture(x: Tensor, on: Tensor, amount: Tensor, source: Tensor) -> Tensor:
+    """Add ``amount`` x the fine detail (the image minus its 5x5 binomial blur) of sample
+    ``source[i]`` (:func:`texture_sources`) to each chosen sample ``i``."""
+    idx = on.nonzero().flatten()
+    if not len(idx):
+        return x
+    src = x.index_select(0, source[idx].to(x.device))
+    detail = src - _binomial_blur(_binomial_blur(src))
+    k = amount[idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
+    return x.index_add(0, idx.to(x.device), k * detail)
 
 
 def _lowres(x: Tensor, on: Tensor, factor: Tensor) -> Tensor:

@@ -70,7 +70,7 @@ def test_landmarks_follow_the_pixels(preset):
     """A dot drawn at a landmark is still under that landmark's transformed position."""
     b = _batch(16, seed=1)
     # photometric changes off: they would move nothing but add noise to the blob's centre
-    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0, erase=0))
+    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0, texture=0, erase=0))
     for k in range(5):
         out, nb = aug([_dots(b["landmarks"], k)], b, epoch=3, batch_index=k)
         peak = _peak(out[0])
@@ -169,6 +169,36 @@ def test_lowres_removes_fine_detail_only_where_drawn():
     smooth = torch.nn.functional.interpolate(torch.rand(16, 3, 4, 4, generator=g), size=(S, S), mode="bilinear", align_corners=True)
     ys, _ = aug([smooth], b, epoch=0, batch_index=3)
     assert float((ys[0] - smooth).abs().mean()) < 0.01  # content coarser than the shrunk grid survives
+
+
+def test_texture_adds_another_samples_fine_detail():
+    """A chosen sample gains amount x (source - its 5x5 binomial blur) of the sample it draws; a
+    smooth source adds (almost) nothing; samples not drawn and every label are untouched."""
+    from facemtl.data.augment import TEXTURE_AMOUNT, _binomial_blur, batch_generator, texture_sources
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(16, 3, S, S, generator=g) * 0.5 + 0.25  # fine noise, no clamping needed
+    x[8:] = 0.5  # flat samples: no detail to give
+    aug = BatchAugment(AugmentConfig(texture=0.6))
+    b = _batch(16)
+    y, nb = aug([x], b, epoch=2, batch_index=5)
+    p = aug._draw(16, batch_generator(0, 2, 5))
+    on, k = p["texture"], p["texture_amount"]
+    src = texture_sources(p["texture_pick"], b["face"])  # the batch has no non-face: any sample
+    assert 0 < int(on.sum()) < 16 and float(k.min()) >= TEXTURE_AMOUNT[0] and float(k.max()) <= TEXTURE_AMOUNT[1]
+    detail = x - _binomial_blur(_binomial_blur(x))
+    want = torch.where(on.view(-1, 1, 1, 1), x + k.view(-1, 1, 1, 1) * detail[src], x).clamp(0, 1)
+    assert torch.allclose(y[0], want, atol=1e-6)
+    from_flat = on & (src >= 8)
+    assert from_flat.any() and torch.allclose(y[0][from_flat], x[from_flat], atol=1e-6)
+    from_noise = on & (src < 8)
+    assert from_noise.any() and ((y[0][from_noise] - x[from_noise]).abs().mean((1, 2, 3)) > 0.02).all()
+    assert torch.equal(nb["landmarks"], b["landmarks"]) and torch.equal(nb["attributes"], b["attributes"])
+    face = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1] * 2, dtype=torch.int8)  # with non-faces, only they give detail
+    many = face.repeat(25)  # 400 samples, 100 non-faces
+    got = set(texture_sources(torch.rand(400, generator=g), many).tolist())
+    assert got <= set((many == 0).nonzero().flatten().tolist()) and len(got) > 80
+    assert set(texture_sources(torch.linspace(0, 0.999, 50), face).tolist()) == {1, 4, 9, 12}
 
 
 def test_hue_rotation_keeps_luma_and_full_turn_is_identity():
