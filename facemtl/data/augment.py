@@ -125,11 +125,9 @@ PRESETS: dict[str, dict[str, float]] = {
     "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
               "contrast": 0.1, "saturation": 0.1, "noise": 0.01},
     "standard": {**_OFF, "flip": 0.5, "scale": 0.1, "rotate": 12.0, "translate": 0.05, "brightness": 0.25,
-                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02, "lowres": 0.2,
-                 "texture": 0.3},
+                 "contrast": 0.25, "saturation": 0.3, "hue": 0.03, "grey": 0.05, "blur": 0.1, "noise": 0.02},
     "strong": {**_OFF, "flip": 0.5, "scale": 0.15, "rotate": 20.0, "translate": 0.08, "brightness": 0.4,
-               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "lowres": 0.3,
-               "texture": 0.5, "erase": 0.25},
+               "contrast": 0.4, "saturation": 0.5, "hue": 0.06, "grey": 0.1, "blur": 0.2, "noise": 0.04, "erase": 0.25},
 }
 
 

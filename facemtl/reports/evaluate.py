@@ -73,7 +73,7 @@ LFW_SUBSET_DEFINITION = (
 )
 LFW_SUBSET_NOTE = (
     "LFW-subset: 100 real faces and 100 real non-faces, measuring only; the faces are tight LFW crops (face fills "
-    "nearly the whole square), framed tighter than SynthFaces' (head 62-78 % of the side)"
+    "nearly the whole square), framed like SynthFaces' tightest crops (its heads span 0.6-1.4 of the side)"
 )
 
 

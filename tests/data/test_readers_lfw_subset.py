@@ -39,7 +39,7 @@ def test_samples_labels_and_split(cache_path):
 
     prov = c.provenance
     assert prov["scikit_image_version"] == skimage.__version__ and prov["dataset"] == "lfw-subset"
-    assert "62-78 %" in prov["framing"] and len(prov["source_sha256"]) == 64
+    assert "0.6-1.4" in prov["framing"] and len(prov["source_sha256"]) == 64
 
 
 def test_sizes_cover_every_recipe_input(cache_path):

@@ -16,8 +16,8 @@ What the cache holds:
   every other size is the 25 px crop upscaled with PIL's bicubic filter (on the float image,
   then rounded and clipped to uint8). No face-specific re-framing is done: the faces are LFW's
   tight crops (roughly eyebrows to chin, the face filling nearly the whole square, hair and
-  most of the forehead cut off), unlike SynthFaces' crops where the head fills 62-78 % of the
-  side; non-faces often show black borders or parts of a face or body;
+  most of the forehead cut off), about as tight as SynthFaces' tightest crops (head height 0.6-1.4 of
+  the side: from loose head crops to brow-to-chin); non-faces often show black borders or parts of a face or body;
 - ``image_ids`` ``lfw_subset_000`` ... ``lfw_subset_199`` (row of ``lfw_subset()``);
 - provenance: source ``lfw-subset``, the scikit-image version, the SHA-256 of the source array,
   the resize method and the framing note.
@@ -51,8 +51,8 @@ SIDE = 25
 DEFAULT_SIZES = (25, 40, 50, 56, 64, 112, 224)
 FRAMING = (
     "LFW's tight 25x25 crops (roughly eyebrows to chin; the face fills nearly the whole square, hair and most of "
-    "the forehead cut off), upscaled as they are: no face-specific re-framing. SynthFaces' crops show the whole head "
-    "filling 62-78 % of the side. Non-faces are background patches of the same photos."
+    "the forehead cut off), upscaled as they are: no face-specific re-framing. SynthFaces frames heads at 0.6-1.4 of the "
+    "side (loose head crops to brow-to-chin crops), so only its tightest crops are framed like these. Non-faces are background patches of the same photos."
 )
 INSTALL_HINT = "install it with `pip install scikit-image` (or `pip install facemtl[real]`)"
 
