@@ -25,7 +25,7 @@ SINGLES = ("flip", "rotate", "brightness", "hue", "grey", "blur", "lowres", "tex
 
 def settings() -> dict[str, AugmentConfig]:
     out = {f"preset {p}": AugmentConfig(preset=p) for p in ("light", "standard", "strong")}
-    out["standard without lowres and texture"] = AugmentConfig(preset="standard", lowres=0, texture=0)
+    out["standard + lowres 0.2 + texture 0.3"] = AugmentConfig(preset="standard", lowres=0.2, texture=0.3)
     for name in SINGLES:  # each change alone, on every sample (rotate: up to 20 degrees)
         out[f"{name} alone"] = AugmentConfig(**{name: 20.0 if name == "rotate" else (0.4 if name in ("brightness", "noise") else 1.0)})
     return out
