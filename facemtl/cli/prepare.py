@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from facemtl.cli._common import console, handle_errors, parse_float_range, parse_int_list, progress_bar
-from facemtl.errors import ConfigError
 
 app = typer.Typer(help="Prepare a dataset into a facemtl HDF5 cache (see docs/data-format.md).", no_args_is_help=True)
 
@@ -38,7 +37,7 @@ def synthetic(
     Example: [cyan]facemtl prepare synthetic --out data/synthfaces.h5 --num-images 20000[/]
     """
     from facemtl.data._parallel import sigterm_as_interrupt
-    from facemtl.data.synth.sampling import FACE_SCALE_LIMITS, valid_face_scale
+    from facemtl.data.synth.sampling import check_face_scale
     from facemtl.data.synthetic import prepare_synthetic
 
     if fmt != "cache":
@@ -50,11 +49,8 @@ def synthetic(
         console.print(f"wrote [bold]{folder}[/] in {fmt} format; read it with [cyan]facemtl prepare {fmt} --root {folder} --out {fmt}.h5[/]")
         return
     size_list = parse_int_list(sizes, "--sizes")
-    framing = {"face_scale": parse_float_range(face_scale, "--face-scale")} if face_scale else {}
-    if framing and not valid_face_scale(framing["face_scale"]):  # before the progress bar starts
-        lo, hi = FACE_SCALE_LIMITS
-        raise ConfigError(f"--face-scale {face_scale}: give LO,HI with {lo} <= LO <= HI <= {hi} "
-                          "(head height over the crop side), e.g. 1.0,1.4.")
+    # checked here, before the progress bar starts (SynthConfig checks it again, naming itself)
+    framing = {"face_scale": check_face_scale(parse_float_range(face_scale, "--face-scale"), "--face-scale")} if face_scale else {}
     with sigterm_as_interrupt(), progress_bar("SynthFaces", num_images) as advance:
         path = prepare_synthetic(
             out, num_images=num_images, identities=identities, sizes=size_list, seed=seed, workers=workers,

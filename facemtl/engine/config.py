@@ -157,7 +157,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise :class:`ConfigError` for a value out of its range (the first one found); returns self."""
-        from facemtl.data.synth.sampling import FACE_SCALE_LIMITS, valid_face_scale
+        from facemtl.data.synth.sampling import FACE_SCALE_RULE, valid_face_scale
         from facemtl.engine.schedules import SCHEDULE_ALIASES, SCHEDULES
 
         t, d = self.train, self.data
@@ -182,7 +182,7 @@ class RunConfig:
             ("data.synthetic_images", d.synthetic_images, d.synthetic_images >= 1, "at least 1"),
             ("data.synthetic_identities", d.synthetic_identities, d.synthetic_identities >= 1, "at least 1"),
             ("data.synthetic_face_scale", d.synthetic_face_scale, not d.synthetic_face_scale or valid_face_scale(d.synthetic_face_scale),
-             f"empty (SynthFaces' own) or two numbers LO, HI with {FACE_SCALE_LIMITS[0]} <= LO <= HI <= {FACE_SCALE_LIMITS[1]}"),
+             f"empty (SynthFaces' own) or {FACE_SCALE_RULE}"),
             ("model.input_size", self.model.input_size, self.model.input_size is None or self.model.input_size >= 1,
              "a positive number of pixels"),
         ]

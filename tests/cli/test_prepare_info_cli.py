@@ -43,7 +43,7 @@ def test_prepare_then_info(tmp_path):
     (["-n", "0"], "--num-images"),
     (["--identities", "1"], "--identities"),
     (["--face-scale", "1.2"], "--face-scale"),
-    (["--face-scale", "1.4,1.0"], "--face-scale 1.4,1.0: give LO,HI"),
+    (["--face-scale", "1.4,1.0"], "--face-scale must be two numbers LO, HI"),
     (["--face-scale", "0.1,1.0"], "0.3 <= LO <= HI <= 2.0"),
 ])
 def test_prepare_bad_options(tmp_path, args, message):

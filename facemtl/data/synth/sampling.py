@@ -32,6 +32,9 @@ HAT_COLOURS = ((40, 40, 45), (150, 30, 35), (30, 60, 120), (200, 190, 170), (70,
 #: the head-height-over-crop-side range a ``face_scale`` may take (below: a speck; above: the
 #: crop holds less than the eyes-to-mouth region)
 FACE_SCALE_LIMITS = (0.3, 2.0)
+#: what a ``face_scale`` must be, for error messages
+FACE_SCALE_RULE = (f"two numbers LO, HI with {FACE_SCALE_LIMITS[0]} <= LO <= HI <= {FACE_SCALE_LIMITS[1]} "
+                   "(head height over the crop side)")
 
 
 def valid_face_scale(value) -> bool:
@@ -41,6 +44,14 @@ def valid_face_scale(value) -> bool:
     except (TypeError, ValueError):
         return False
     return FACE_SCALE_LIMITS[0] <= lo <= hi <= FACE_SCALE_LIMITS[1]
+
+
+def check_face_scale(value, what: str) -> tuple[float, float]:
+    """``value`` as ``(LO, HI)`` floats; a ConfigError naming ``what`` when it is not a valid range."""
+    if not valid_face_scale(value):
+        raise ConfigError(f"{what} must be {FACE_SCALE_RULE}, got {value}.")
+    lo, hi = (float(v) for v in value)
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -91,10 +102,7 @@ class SynthConfig:
         if self.seed < 0:
             raise ConfigError(f"SynthConfig.seed must be >= 0, got {self.seed}.")
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
-        if not valid_face_scale(self.face_scale):
-            raise ConfigError(f"SynthConfig.face_scale must be a range LO, HI with {FACE_SCALE_LIMITS[0]} <= LO <= HI <= "
-                              f"{FACE_SCALE_LIMITS[1]} (head height over crop side), got {self.face_scale}.")
-        object.__setattr__(self, "face_scale", tuple(float(s) for s in self.face_scale))
+        object.__setattr__(self, "face_scale", check_face_scale(self.face_scale, "SynthConfig.face_scale"))
         object.__setattr__(self, "noise_sd", tuple(float(s) for s in self.noise_sd))
         for name in ("photo_background", "jpeg_fraction", "lowres_fraction", "motion_blur_fraction",
                      "blur_fraction", "scene_empty_fraction"):
