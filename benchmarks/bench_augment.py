@@ -20,14 +20,16 @@ import torch
 from facemtl.data.augment import AugmentConfig, BatchAugment
 from facemtl.data.schema import CELEBA_ATTRIBUTES
 
-SINGLES = ("flip", "rotate", "brightness", "hue", "grey", "blur", "lowres", "texture", "noise", "erase")
+#: each change alone at this strength: probability 1, or the largest range of any preset and more
+ALONE = {"flip": 1.0, "rotate": 20.0, "brightness": 0.4, "hue": 1.0, "grey": 1.0, "blur": 1.0, "lowres": 1.0,
+         "texture": 1.0, "noise": 0.4, "erase": 1.0}
 
 
 def settings() -> dict[str, AugmentConfig]:
     out = {f"preset {p}": AugmentConfig(preset=p) for p in ("light", "standard", "strong")}
     out["standard + lowres 0.2 + texture 0.3"] = AugmentConfig(preset="standard", lowres=0.2, texture=0.3)
-    for name in SINGLES:  # each change alone, on every sample (rotate: up to 20 degrees)
-        out[f"{name} alone"] = AugmentConfig(**{name: 20.0 if name == "rotate" else (0.4 if name in ("brightness", "noise") else 1.0)})
+    for name, value in ALONE.items():
+        out[f"{name} alone"] = AugmentConfig(**{name: value})
     return out
 
 

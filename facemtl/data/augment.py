@@ -18,8 +18,9 @@ photometry (per sample)
     brightness, contrast, saturation, hue (a rotation of the YIQ chroma plane), greyscale, a mild
     blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
     low resolution (shrunk 1.5-3x and enlarged back, :data:`LOWRES_FACTORS`; the sample's ``Blurry``
-    label becomes unknown, since a face shrunk that much may look blurry), Gaussian noise, and
-    optional random erasing (a rectangle of noise).
+    label becomes unknown, since a face shrunk that much may look blurry), texture (the fine detail
+    of a non-face of the batch laid over the sample), Gaussian noise, and optional random erasing
+    (a rectangle of noise). ``lowres`` and ``texture`` are off in every preset.
 
 Every random number of a batch comes from a generator seeded with ``(seed, epoch, batch index)``,
 so the same batch is augmented identically in a rerun and in a resumed run, with no state to save.
@@ -60,9 +61,10 @@ class AugmentConfig:
     Ranges: ``scale`` s draws the zoom from [1 - s, 1 + s]; ``rotate`` degrees from [-r, r];
     ``translate`` t of the image side from [-t, t] per axis; ``brightness`` / ``contrast`` /
     ``saturation`` b multiply by [1 - b, 1 + b]; ``hue`` h turns the chroma by [-h, h] turns;
-    ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``lowres``, ``erase``
-    are probabilities per sample (``lowres``: the image is shrunk by a factor drawn from
-    :data:`LOWRES_FACTORS` and enlarged back, as a small face is when it is cut from a photo)."""
+    ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``lowres``,
+    ``texture``, ``erase`` are probabilities per sample (``lowres``: the image is shrunk by a factor
+    drawn from :data:`LOWRES_FACTORS` and enlarged back, as a small face is when it is cut from a
+    photo; ``texture``: :data:`TEXTURE_AMOUNT` x the fine detail of a non-face is added)."""
 
     preset: str = "none"
     flip: float | None = None
@@ -178,10 +180,9 @@ class BatchAugment:
         if p["geometric"]:
             _transform_labels(batch, p)
         if "lowres" in p and self.resolution_attributes and "attributes" in batch:
-            a = batch["attributes"].clone()
-            cols = torch.tensor(self.resolution_attributes, device=a.device)
-            on = p["lowres"].to(a.device).view(-1, 1)
-            a[:, cols] = torch.where(on, torch.full_like(a[:, cols], -1), a[:, cols])
+            a = batch["attributes"].clone()  # the caller's batch is not modified
+            cols = self.resolution_attributes
+            a[:, cols] = a[:, cols].masked_fill(p["lowres"].to(a.device).view(-1, 1), -1)
             batch["attributes"] = a
         return out, batch
 

@@ -141,7 +141,7 @@ def test_photometric_changes_keep_geometry_and_range():
 def test_lowres_removes_fine_detail_only_where_drawn():
     """A shrunk-and-enlarged image keeps its mean and coarse shape but loses its finest detail; the
     samples not drawn and every label are untouched; the factor stays in LOWRES_FACTORS."""
-    from facemtl.data.augment import LOWRES_FACTORS
+    from facemtl.data.augment import LOWRES_FACTORS, batch_generator
 
     g = torch.Generator().manual_seed(1)
     coarse = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=g), size=(S, S), mode="bilinear")
@@ -150,7 +150,7 @@ def test_lowres_removes_fine_detail_only_where_drawn():
     aug = BatchAugment(AugmentConfig(lowres=0.5))
     b = _batch(16)
     y, nb = aug(x, b, epoch=0, batch_index=3)
-    p = aug._draw(16, __import__("facemtl.data.augment", fromlist=["batch_generator"]).batch_generator(0, 0, 3))
+    p = aug._draw(16, batch_generator(0, 0, 3))
     on = p["lowres"]
     assert 0 < int(on.sum()) < 16
     assert float(p["lowres_factor"].min()) >= LOWRES_FACTORS[0] and float(p["lowres_factor"].max()) <= LOWRES_FACTORS[1]
