@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class PathLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                record = _read(fd)
+                record = _owner_record(fd)
                 os.close(fd)
                 raise self._busy(record) from None
             except OSError as e:
@@ -140,6 +141,26 @@ class PathLock:
         else:
             who = "another process (starting up)"
         return InUseError(f"{self.what} {self.target} is in use by {who}. Wait for it to finish, or {self.hint}.")
+
+
+#: how long a process refused a lock waits for the owner's record (written just after the lock is taken)
+_RECORD_WAIT_S = 2.0
+
+
+def _owner_record(fd: int) -> dict[str, Any]:
+    """The record of the live process holding the ``flock`` on ``fd``'s file. The owner writes it
+    just after taking the lock, so until then the file is empty or still holds the previous, dead
+    owner's record: re-read it for up to :data:`_RECORD_WAIT_S` until it names a live process (or
+    one on another host); else ``{}`` (the error then says "starting up")."""
+    deadline = time.monotonic() + _RECORD_WAIT_S
+    while True:
+        record = _read(fd)
+        pid = record.get("pid")
+        if isinstance(pid, int) and (record.get("host") != socket.gethostname() or pid_alive(pid)):
+            return record
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(0.02)
 
 
 def _read(fd: int) -> dict[str, Any]:
