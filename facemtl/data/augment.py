@@ -369,12 +369,14 @@ def texture_sources(pick: Tensor, face: Tensor | None) -> Tensor:
     chooses which), so that faces wear the fine texture of photos and scenes and no non-face gets
     a ghost of a face; any sample when the batch has no non-faces."""
     n = len(pick)
-    pool = torch.arange(n)
-    if face is not None:
-        non_faces = (face.cpu() == 0).nonzero().flatten()
-        if len(non_faces):
-            pool = non_faces
-    return pool[(pick * len(pool)).long().clamp(max=len(pool) - 1)]
+    if face is None:
+        return (pick * n).long().clamp(max=n - 1)
+    non = face.flatten() == 0  # on face's device: no host sync
+    order = torch.sort((~non).to(torch.uint8), stable=True).indices  # non-faces first, in batch order
+    count = non.sum()
+    size = torch.where(count > 0, count, torch.full_like(count, n))  # no non-face: any sample
+    at = torch.minimum((pick.to(non.device) * size).long(), size - 1)
+    return order[at]
 
 
 def _texture(x: Tensor, on: Tensor, amount: Tensor, source: Tensor) -> Tensor:
@@ -383,7 +385,7 @@ def _texture(x: Tensor, on: Tensor, amount: Tensor, source: Tensor) -> Tensor:
     idx = on.nonzero().flatten()
     if not len(idx):
         return x
-    src = x.index_select(0, source[idx].to(x.device))
+    src = x.index_select(0, source.to(x.device).index_select(0, idx.to(x.device)))
     detail = src - _binomial_blur(_binomial_blur(src))
     k = amount[idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
     return x.index_add(0, idx.to(x.device), k * detail)

@@ -218,3 +218,21 @@ def test_blurry_faces_are_blurrier_than_the_same_face_without():
         a = render_face_with_attributes(i, {"Blurry": 0}, cfg, 112, index=i)["images"][112]
         b = render_face_with_attributes(i, {"Blurry": 1}, cfg, 112, index=i)["images"][112]
         assert _sharpness(Image.fromarray(b)) < 0.8 * _sharpness(Image.fromarray(a))
+
+
+def test_face_slivers_and_skin_blobs_set_the_hardest_non_faces():
+    """face_slivers = 0: no clutter non-face holds part of a face; skin_blobs = 0 changes only
+    non-faces with a blob; both are checked when the config is built."""
+    cfg = SynthConfig(sizes=(32,), identities=100, negative_mix=(0, 0, 1))  # clutter only
+    with_slivers = [render_negative(i, cfg)[1] for i in range(40)]
+    share = np.mean([len(m["boxes"]) > 0 for m in with_slivers])
+    assert 0.4 < share < 0.8  # the default 0.6
+    none = SynthConfig(sizes=(32,), identities=100, negative_mix=(0, 0, 1), face_slivers=0.0)
+    assert all(len(render_negative(i, none)[1]["boxes"]) == 0 for i in range(40))
+    no_blob = SynthConfig(sizes=(32,), identities=100, negative_mix=(0, 0, 1), face_slivers=0.0, skin_blobs=0.0)
+    same = [_same(render_negative(i, none)[0], render_negative(i, no_blob)[0]) for i in range(40)]
+    assert 0 < sum(not s for s in same) < 40  # some clutter had a skin blob (35 %), the rest is unchanged
+    with pytest.raises(ConfigError, match="face_slivers"):
+        SynthConfig(face_slivers=1.5)
+    with pytest.raises(ConfigError, match="skin_blobs"):
+        SynthConfig(skin_blobs=-1)

@@ -94,7 +94,7 @@ def _meta(kind: str, geos: list[FaceGeometry], side: float) -> dict:
 def _scene_window(cfg: SynthConfig, rng: np.random.Generator, base: int):
     """A window of a scene of people, away from every face; None when no clear window was found."""
     side = 3 * base // 2
-    canvas = background(rng, side, cfg, shapes_range=(4, 14), skin_blob=0.3)
+    canvas = background(rng, side, cfg, shapes_range=(4, 14), skin_blob=0.3 * cfg.skin_blobs)
     shadow = Image.new("L", ((side + 1) // 2,) * 2, 0)
     sdraw = ImageDraw.Draw(shadow)
     k = 1 + int(np.searchsorted([0.6, 0.9], rng.random()))  # 1, 2 or 3 people (60, 30, 10 %)
@@ -144,17 +144,17 @@ def negative_image(cfg: SynthConfig, main: np.random.Generator, ident: Identity,
     if kind == "photo":
         img = photo_or_texture(bg, base, photos, tiny=0.2)
         if u[1] < 0.3:
-            shapes(bg, img, (1, 4), skin_blob=0.4)
+            shapes(bg, img, (1, 4), skin_blob=0.4 * cfg.skin_blobs)
         return img, None, [], 0.0, _meta("photo", [], base)
     if kind == "scene":
         out = _scene_window(cfg, bg, base)
         if out is not None:
             return out
-    # clutter: in 60 % a sliver of a face at an edge, its centre outside the crop
-    img = background(bg, base, cfg, shapes_range=(3, 12), skin_blob=0.35)
+    # clutter: in cfg.face_slivers (60 %) a sliver of a face at an edge, its centre outside the crop
+    img = background(bg, base, cfg, shapes_range=(3, 12), skin_blob=0.35 * cfg.skin_blobs)
     shadow = Image.new("L", ((base + 1) // 2,) * 2, 0)
     faces, geos = [], []
-    if u[2] < 0.6:
+    if u[2] < cfg.face_slivers:
         out = (0.16 + 0.14 * u[3]) * base  # head centre this far outside the crop
         along = (0.2 + 0.6 * u[4]) * base
         side = int(u[5] * 4)

@@ -80,6 +80,8 @@ class SynthConfig:
     photo_background: float = 0.5         # share of face crops in front of a photo window
     # non-faces: photo windows; windows of scenes of people away from every face; clutter with face slivers
     negative_mix: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    skin_blobs: float = 1.0               # scales the chance of a skin-coloured blob in a non-face (0: none)
+    face_slivers: float = 0.6             # share of clutter non-faces with a sliver of a face at an edge
     # camera effects (False: none of the ones below; Blurry images are still blurred)
     camera_effects: bool = True
     jpeg_fraction: float = 0.5            # share of images stored through JPEG ...
@@ -105,9 +107,11 @@ class SynthConfig:
         object.__setattr__(self, "face_scale", check_face_scale(self.face_scale, "SynthConfig.face_scale"))
         object.__setattr__(self, "noise_sd", tuple(float(s) for s in self.noise_sd))
         for name in ("photo_background", "jpeg_fraction", "lowres_fraction", "motion_blur_fraction",
-                     "blur_fraction", "scene_empty_fraction"):
+                     "blur_fraction", "scene_empty_fraction", "face_slivers"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"SynthConfig.{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0.0 <= float(self.skin_blobs) <= 2.5:
+            raise ConfigError(f"SynthConfig.skin_blobs must be in [0, 2.5] (a scale of the default chances), got {self.skin_blobs}.")
         mix = tuple(float(m) for m in self.negative_mix)
         if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
             raise ConfigError(f"SynthConfig.negative_mix must be 3 non-negative weights, got {self.negative_mix}.")
