@@ -118,6 +118,9 @@ class TrainConfig:
     deterministic: bool = False
     max_steps_per_epoch: int = 0  # 0 = whole epoch
     val_batches: int = 0  # 0 = whole validation split
+    #: {task: K}: that task's loss trains the shared layers in the first K epochs only; afterwards it
+    #: trains its own head (at weight 1) and the other tasks train the shared layers (docs/training.md)
+    shared_epochs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class RunConfig:
             ("model.input_size", self.model.input_size, self.model.input_size is None or self.model.input_size >= 1,
              "a positive number of pixels"),
         ]
+        for task, k in t.shared_epochs.items():
+            checks.append((f"train.shared_epochs.{task}", k, isinstance(k, int) and not isinstance(k, bool) and k >= 0,
+                           "a whole number of epochs, 0 or more"))
         for key, value, ok, must in checks:
             if not ok:
                 flag = _FLAGS.get(key)

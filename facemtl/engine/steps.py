@@ -50,6 +50,26 @@ def task_losses(tasks, outputs: dict, batch: dict, criteria, active: set[str] | 
     return losses
 
 
+def own_gradients(losses: dict[str, torch.Tensor], params: list[torch.nn.Parameter], loss_scale,
+                  keep_graph: bool) -> list[torch.Tensor | None]:
+    """Gradients of the summed ``losses`` on ``params`` only (a task's own head), none on the shared layers.
+
+    For ``train.shared_epochs``: past its epochs a task still trains its head, at weight 1, while the
+    strategy weights the other tasks' losses; ``keep_graph`` when the strategy's backward follows.
+    """
+    if not losses:
+        return []
+    total = sum(losses.values()) * loss_scale
+    return list(torch.autograd.grad(total, params, retain_graph=keep_graph, allow_unused=True))
+
+
+def add_gradients(params: list[torch.nn.Parameter], grads: list[torch.Tensor | None]) -> None:
+    """Add ``grads`` (from :func:`own_gradients`) into ``params``' ``.grad``; None adds nothing."""
+    for p, g in zip(params, grads):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+
+
 def autocast_for(device: torch.device, amp: str):
     """(a context factory for the forward pass, a GradScaler for fp16 or None) for ``--amp``."""
     if amp == "auto":

@@ -48,7 +48,7 @@ from facemtl.engine.ema import ModelEMA
 from facemtl.engine.interrupt import DeferredStop
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
-from facemtl.engine.steps import autocast_for, evaluate_split, input_plan, make_inputs, task_losses
+from facemtl.engine.steps import add_gradients, autocast_for, evaluate_split, input_plan, make_inputs, own_gradients, task_losses
 from facemtl.errors import CheckpointError, ConfigError, MissingFileError, TrainingDiverged, TrainingInterrupted
 from facemtl.tasks.registry import lower_is_better_metrics
 from facemtl.utils.device import pick_device
@@ -138,6 +138,7 @@ class Run:
     forward_features: Callable
     shared_params: list[torch.nn.Parameter] = field(default_factory=list)
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
+    task_params: list[torch.nn.Parameter] = field(default_factory=list)  # the heads' (and criteria's): not shared
     ema: ModelEMA | None = None  # train.ema > 0: the averaged weights, which validation, best.pt and export use
     tb: Any = None
 
@@ -264,6 +265,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     tasks, model = _build_model(cfg, info, ckpt, device, data)
     data.check_tasks(tasks)
     check_select(cfg.train.select, [t.name for t in tasks])
+    check_shared_epochs(cfg.train.shared_epochs, [t.name for t in tasks])
     channels_last = resolve_channels_last(cfg.train.channels_last, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -282,6 +284,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
         augment=augment if augment.enabled else None,
         forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
         shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
+        task_params=task_parameters(model),
         ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None,
     )
 
@@ -344,7 +347,11 @@ def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index
         return None
     values = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).tolist()))  # the step's one host sync
     _check_finite(run, state, values, epoch)
-    weights = {k: float(v) for k, v in run.strategy.backward(losses, ctx).items()}
+    own = [n for n, k in t.shared_epochs.items() if epoch >= k and n in losses]  # past their shared epochs
+    pending = own_gradients({n: losses.pop(n) for n in own}, run.task_params, loss_scale, keep_graph=bool(losses))
+    weights = {k: float(v) for k, v in run.strategy.backward(losses, ctx).items()} if losses else {}
+    add_gradients(run.task_params, pending)
+    weights.update(dict.fromkeys(own, 1.0))
     distributed.all_reduce_gradients(run.trainable)
     if scaler is not None:
         scaler.unscale_(run.optimizer)
@@ -434,6 +441,20 @@ def check_select(select: str, task_names: list[str]) -> None:
     if select != "val_loss" and task not in task_names:
         raise ConfigError(f"--select {select}: this run has no task '{task}'; "
                           f"use val_loss or TASK/METRIC with TASK one of {', '.join(task_names)}.")
+
+
+def task_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The model's trainable parameters that are not shared: heads, towers, loss modules (ArcFace)."""
+    shared = {id(p) for p in model.shared_parameters()}
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in shared]
+
+
+def check_shared_epochs(shared_epochs: dict, task_names: list[str]) -> None:
+    """Refuse, before training, a ``train.shared_epochs`` entry for a task the run does not train."""
+    unknown = sorted(set(shared_epochs) - set(task_names))
+    if unknown:
+        raise ConfigError(f"train.shared_epochs names {', '.join(repr(u) for u in unknown)}, which this run does not "
+                          f"train; its tasks are {', '.join(task_names)}.")
 
 
 def selection_score(select: str, row: dict[str, Any]) -> float:

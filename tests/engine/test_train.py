@@ -163,6 +163,100 @@ def test_nan_loss_stops_with_task_and_step(synth_cache, tmp_path):
         train(cfg)
 
 
+class SharedEpochsSpy(Callbacks):
+    """The tasks and weights of each step, and the trained weights at each epoch's end (from last.pt)."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.weights, self.models = run_dir, {}, {}
+
+    def on_step(self, *, epoch, step, losses, weights):
+        self.weights.setdefault(epoch, []).append(weights)
+
+    def on_epoch_end(self, *, epoch, row):
+        import torch
+
+        ckpt = torch.load(self.run_dir / "last.pt", weights_only=False)
+        self.models[epoch] = ckpt["train_model"]  # the trained weights (the recipe's average is in "model")
+
+
+def test_shared_epochs_route_a_tasks_loss_to_its_head_only():
+    """Past its shared epochs a task's gradient reaches its own head and nothing shared."""
+    import torch
+
+    from facemtl.engine.steps import add_gradients, own_gradients
+
+    torch.manual_seed(0)
+    trunk, head_a, head_b = torch.nn.Linear(4, 3), torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    x = torch.randn(8, 4)
+
+    def losses():
+        f = torch.tanh(trunk(x))
+        return {"a": head_a(f).pow(2).mean(), "b": (head_b(f) - 1).pow(2).mean()}
+
+    def grads(loss, params):
+        return [g.clone() for g in torch.autograd.grad(loss, params)]
+
+    ref = losses()
+    trunk_a = grads(ref["a"], list(trunk.parameters()))
+    head_b_ref = grads(losses()["b"], list(head_b.parameters()))
+    own = [*head_a.parameters(), *head_b.parameters()]
+    got = losses()
+    pending = own_gradients({"b": got.pop("b")}, own, loss_scale=1.0, keep_graph=True)
+    assert pending[:2] == [None, None]  # b does not reach a's head
+    got["a"].backward()
+    add_gradients(own, pending)
+    assert all(torch.allclose(p.grad, g) for p, g in zip(trunk.parameters(), trunk_a))  # a's alone
+    assert all(torch.allclose(p.grad, g) for p, g in zip(head_b.parameters(), head_b_ref))
+
+
+def test_shared_epochs_keep_training_the_head(synth_cache, tmp_path):
+    """train.shared_epochs.smile=1: smile still trains its head (weight 1, the strategy no longer weights it)."""
+    import torch
+
+    over = {"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.epochs": 3,
+            "train.max_steps_per_epoch": 4, "train.shared_epochs": {"smile": 1},
+            "weighting.name": "fixed", "weighting.options": {"weights": {"landmarks": 1.0, "smile": 0.3}}}
+    spy = SharedEpochsSpy(tmp_path / "se")
+    res = train(quick("default", synth_cache, tmp_path / "se", **over), callbacks=spy)
+    assert {round(w["smile"], 6) for w in spy.weights[0]} == {0.3}  # epochs from 0 here
+    assert {w["smile"] for e in (1, 2) for w in spy.weights[e]} == {1.0}
+    second, third = (spy.models[e] for e in sorted(spy.models)[1:])
+    smile = [k for k in third if k.startswith("heads.smile.")]
+    assert smile and not all(torch.equal(second[k], third[k]) for k in smile)
+    assert res.history[2]["train_loss/smile"] > 0
+
+
+def test_shared_epochs_zero_is_a_probe(synth_cache, tmp_path):
+    """shared_epochs 0: the strategy never sees the task, so its weight there changes nothing."""
+    import torch
+
+    base = {"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.epochs": 1,
+            "train.max_steps_per_epoch": 3, "weighting.name": "fixed"}
+    models = {}
+    for w, probe in ((0.3, True), (3.0, True), (3.0, False)):
+        over = {**base, "weighting.options": {"weights": {"landmarks": 1.0, "smile": w}},
+                **({"train.shared_epochs": {"smile": 0}} if probe else {})}
+        out = tmp_path / f"p{w}{probe}"
+        train(quick("default", synth_cache, out, **over))
+        models[w, probe] = torch.load(out / "last.pt", weights_only=False)["train_model"]
+    a, b, c = models[0.3, True], models[3.0, True], models[3.0, False]
+    trunk = [k for k in a if not k.startswith("heads.") and a[k].is_floating_point()]
+    assert all(torch.allclose(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert not all(torch.allclose(b[k], c[k]) for k in trunk)  # the weight mattered without the option
+
+
+@pytest.mark.parametrize("shared_epochs, match", [
+    ({"pose": 2}, "train.shared_epochs names 'pose'.*landmarks, smile"),
+    ({"smile": -1}, r"train.shared_epochs.smile must be a whole number of epochs, 0 or more"),
+    ({"smile": 1.5}, r"train.shared_epochs.smile must be"),
+])
+def test_bad_shared_epochs(synth_cache, tmp_path, shared_epochs, match):
+    cfg = quick("default", synth_cache, tmp_path / "bad", **{"tasks.names": ["landmarks", "smile"], "train.shared_epochs": shared_epochs})
+    with pytest.raises(ConfigError, match=match):
+        train(cfg)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_early_stopping(synth_cache, tmp_path):
     cfg = quick("default", synth_cache, tmp_path / "es", **{"tasks.names": ["smile"], "model.input_size": 56, "train.epochs": 20,
                                                            "train.patience": 1, "train.lr": 0.05, "train.max_steps_per_epoch": 4,
