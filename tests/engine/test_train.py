@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_task_and_step(synth_cache, tmp_path):
 
 
 class SharedEpochsSpy(Callbacks):
-    """The tasks and weights of each step, and the trained weights at each epoch's end (from last.pt)."""
+    """The weights of each step and the trained weights at each epoch's end (from last.pt)."""
 
     def __init__(self, run_dir):
         self.run_dir, self.weights, self.models = run_dir, {}, {}
