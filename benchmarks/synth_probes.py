@@ -24,7 +24,6 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -121,22 +120,24 @@ def load_test(cache: str, size: int, faces: int, non_faces: int, seed: int = 0) 
     from facemtl.data.cache import FaceCache
 
     fc = FaceCache(cache)
+    face = fc.labels.get("face")
+    if face is None:
+        raise SystemExit(f"{cache} has no face / non-face labels; give a SynthFaces cache (`facemtl prepare synthetic`).")
+    test = fc.indices("test")
+    pools = [test[face[test] == want] for want in (1, 0)]
+    if not all(len(p) for p in pools):
+        raise SystemExit(f"{cache}'s test split holds {len(pools[0])} faces and {len(pools[1])} non-faces; it needs both.")
+    rng = np.random.default_rng(seed)
     stored = fc.pick_size(size)
-    with h5py.File(cache, "r") as f:
-        test = np.flatnonzero(f["split"][:] == 2)
-        face = f["labels/face"][:][test]
-        rng = np.random.default_rng(seed)
-        pick = []
-        for want, n in ((1, faces), (0, non_faces)):
-            pool = test[face == want]
-            pick.append(np.sort(rng.choice(pool, min(n, len(pool)), replace=False)))
-        images = f[f"images/{stored}"][:]  # one read: fancy indexing a compressed dataset is far slower
-        out = []
-        for idx in pick:
-            x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255
-            if stored != size:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            out.append(x)
+    images = fc.read_images(stored, 0, fc.num_samples)  # one read: fancy indexing a compressed dataset is far slower
+    fc.close()
+    out = []
+    for pool, n in zip(pools, (faces, non_faces)):
+        idx = np.sort(rng.choice(pool, min(n, len(pool)), replace=False))
+        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255
+        if stored != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x)
     return out[0], out[1]
 
 
@@ -154,7 +155,6 @@ def main() -> None:
     ap.add_argument("--non-faces", type=int, default=300)
     ap.add_argument("--out", default=None, help="append the markdown table to this file")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     from facemtl.export.backends import load_backend
 
