@@ -22,12 +22,14 @@ from facemtl.data.schema import CELEBA_ATTRIBUTES
 
 #: each change alone at this strength: probability 1, or the largest range of any preset and more
 ALONE = {"flip": 1.0, "rotate": 20.0, "brightness": 0.4, "hue": 1.0, "grey": 1.0, "blur": 1.0, "lowres": 1.0,
-         "texture": 1.0, "noise": 0.4, "erase": 1.0}
+         "texture": 1.0, "randconv": 1.0, "noise": 0.4, "erase": 1.0}
 
 
 def settings() -> dict[str, AugmentConfig]:
     out = {f"preset {p}": AugmentConfig(preset=p) for p in ("light", "standard", "strong")}
     out["standard + lowres 0.2 + texture 0.3"] = AugmentConfig(preset="standard", lowres=0.2, texture=0.3)
+    out["standard + randconv 0.25"] = AugmentConfig(preset="standard", randconv=0.25)
+    out["standard + randconv 0.5, kernels <= 3"] = AugmentConfig(preset="standard", randconv=0.5, randconv_kernel=3)
     for name, value in ALONE.items():
         out[f"{name} alone"] = AugmentConfig(**{name: value})
     return out

@@ -19,8 +19,10 @@ photometry (per sample)
     blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
     low resolution (shrunk 1.5-3x and enlarged back, :data:`LOWRES_FACTORS`; the sample's ``Blurry``
     label becomes unknown, since a face shrunk that much may look blurry), texture (the fine detail
-    of a non-face of the batch laid over the sample), Gaussian noise, and optional random erasing
-    (a rectangle of noise). ``lowres`` and ``texture`` are off in every preset.
+    of a non-face of the batch laid over the sample), random convolution (RandConv: a random 1x1 or
+    3x3 filter mixed with the image; the sample's colour attributes become unknown), Gaussian noise,
+    and optional random erasing (a rectangle of noise). ``lowres``, ``texture`` and ``randconv`` are
+    off in every preset.
 
 Every random number of a batch comes from a generator seeded with ``(seed, epoch, batch index)``,
 so the same batch is augmented identically in a rerun and in a resumed run, with no state to save.
@@ -62,9 +64,10 @@ class AugmentConfig:
     ``translate`` t of the image side from [-t, t] per axis; ``brightness`` / ``contrast`` /
     ``saturation`` b multiply by [1 - b, 1 + b]; ``hue`` h turns the chroma by [-h, h] turns;
     ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``lowres``,
-    ``texture``, ``erase`` are probabilities per sample (``lowres``: the image is shrunk by a factor
+    ``texture``, ``randconv``, ``erase`` are probabilities per sample (``lowres``: the image is shrunk by a factor
     drawn from :data:`LOWRES_FACTORS` and enlarged back, as a small face is when it is cut from a
-    photo; ``texture``: :data:`TEXTURE_AMOUNT` x the fine detail of a non-face is added)."""
+    photo; ``texture``: :data:`TEXTURE_AMOUNT` x the fine detail of a non-face is added;
+    ``randconv``: a random k x k convolution, k odd from 1 to ``randconv_kernel``, is mixed in)."""
 
     preset: str = "none"
     flip: float | None = None
@@ -80,6 +83,8 @@ class AugmentConfig:
     noise: float | None = None
     lowres: float | None = None
     texture: float | None = None
+    randconv: float | None = None
+    randconv_kernel: int | None = None
     erase: float | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +99,9 @@ class AugmentConfig:
             v = getattr(self, f.name)
             if f.name != "preset" and v is not None:
                 values[f.name] = float(v)
+        k = values["randconv_kernel"]
+        if k != int(k) or int(k) % 2 == 0 or not 1 <= k <= 15:
+            raise ConfigError(f"augment.randconv_kernel = {k:g} must be an odd whole number from 1 to 15 (the largest random kernel).")
         for k, v in values.items():
             if v < 0 or (k in _PROBABILITIES and v > 1):
                 raise ConfigError(f"augment.{k} = {v} is out of range ({'a probability in [0, 1]' if k in _PROBABILITIES else 'must be >= 0'}).")
@@ -103,12 +111,18 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return any(v > 0 for v in self.resolved().values())
+        return _changes_anything(self.resolved())
 
 
-_PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "erase"}
+_PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "randconv", "erase"}
+#: settings that shape a change rather than switch it on
+_SHAPES = {"randconv_kernel"}
 _OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
-            hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, erase=0.0)
+            hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, randconv=0.0, randconv_kernel=7.0, erase=0.0)
+
+
+def _changes_anything(values: dict[str, float]) -> bool:
+    return any(v > 0 for k, v in values.items() if k not in _SHAPES)
 #: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
 #: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
 #: it back: a 64 px input then carries the detail of a 21-43 px source. The face finder cuts windows
@@ -122,6 +136,9 @@ LOWRES_LEVELS = 4
 RESOLUTION_ATTRIBUTES = ("Blurry",)
 #: ``texture`` adds another sample's fine detail times an amount drawn from this range
 TEXTURE_AMOUNT = (0.25, 1.0)
+#: attributes a random convolution makes unknown for that sample: it scrambles colours
+COLOUR_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Pale_Skin", "Rosy_Cheeks",
+                     "Heavy_Makeup", "Wearing_Lipstick")
 PRESETS: dict[str, dict[str, float]] = {
     "none": dict(_OFF),
     "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
@@ -153,10 +170,12 @@ class BatchAugment:
         self.seed = int(seed)
         #: attribute columns a low-resolution draw makes unknown (-1): a shrunk face may look Blurry
         self.resolution_attributes = [i for i, n in enumerate(attribute_names) if n in RESOLUTION_ATTRIBUTES]
+        #: attribute columns a random-convolution draw makes unknown: it scrambles colours
+        self.colour_attributes = [i for i, n in enumerate(attribute_names) if n in COLOUR_ATTRIBUTES]
 
     @property
     def enabled(self) -> bool:
-        return any(v > 0 for v in self.values.values())
+        return _changes_anything(self.values)
 
     def __call__(self, inputs: list[Tensor], batch: dict[str, Any], *, epoch: int, batch_index: int) -> tuple[list[Tensor], dict[str, Any]]:
         """inputs: float (B, 3, S, S) in [0, 1], one per model input; returns new inputs and a new
@@ -183,6 +202,11 @@ class BatchAugment:
             a = batch["attributes"].clone()  # the caller's batch is not modified
             cols = self.resolution_attributes
             a[:, cols] = a[:, cols].masked_fill(p["lowres"].to(a.device).view(-1, 1), -1)
+            batch["attributes"] = a
+        if "randconv" in p and self.colour_attributes and "attributes" in batch:
+            a = batch["attributes"].clone()
+            cols = self.colour_attributes
+            a[:, cols] = a[:, cols].masked_fill(p["randconv"].to(a.device).view(-1, 1), -1)
             batch["attributes"] = a
         return out, batch
 
@@ -221,8 +245,15 @@ class BatchAugment:
             p["texture"] = coin(v["texture"])
             p["texture_amount"] = u(*TEXTURE_AMOUNT)
             p["texture_pick"] = torch.rand(n, generator=g)  # which sample gives the detail: __call__
+        if v["randconv"] > 0:  # after texture, for the same reason
+            p["randconv"] = coin(v["randconv"])
+            sizes = torch.arange(1, int(v["randconv_kernel"]) + 1, 2)  # 1, 3, ..., the largest kernel
+            p["randconv_size"] = sizes[torch.randint(0, len(sizes), (n,), generator=g)]
+            p["randconv_mix"] = torch.rand(n, generator=g)
+            k = int(sizes[-1])
+            p["randconv_weight"] = torch.randn(n, 3, 3, k, k, generator=g)
         p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate"))
-        p["photometric"] = {k for k in ("texture", "brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase")
+        p["photometric"] = {k for k in ("texture", "randconv", "brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase")
                             if v[k] > 0}
         return p
 
@@ -295,6 +326,8 @@ def _photometric(x: Tensor, p: dict[str, Any], input_index: int) -> Tensor:
     x = x.contiguous()
     if "texture" in which:
         x = _texture(x, p["texture"], p["texture_amount"], p["texture_from"])
+    if "randconv" in which:
+        x = _randconv(x, p["randconv"], p["randconv_size"], p["randconv_weight"], p["randconv_mix"])
     if which & {"brightness", "contrast", "saturation", "hue", "grey"}:
         m, o = _colour_transform(x, p, which)
         x = torch.baddbmm(o.unsqueeze(2), m, x.flatten(2)).view_as(x)  # one (3x3 + offset) per sample
@@ -389,6 +422,30 @@ def _texture(x: Tensor, on: Tensor, amount: Tensor, source: Tensor) -> Tensor:
     detail = src - _binomial_blur(_binomial_blur(src))
     k = amount[idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
     return x.index_add(0, idx.to(x.device), k * detail)
+
+
+def _randconv(x: Tensor, on: Tensor, size: Tensor, weight: Tensor, mix: Tensor) -> Tensor:
+    """Random convolution (Xu et al., ICLR 2021, "RandConv"): each chosen sample is filtered by its
+    own random 3 -> 3 channel k x k kernel (weights N(0, 1 / (3 k^2)), reflect padding), the result is
+    brought back to the sample's own mean and standard deviation per channel, and mixed with the
+    original by ``mix`` ~ U(0, 1): shapes stay, local colour and texture are scrambled."""
+    _, c, h, w = x.shape
+    kmax = weight.shape[-1]
+    for k in torch.unique(size[on]).tolist():  # on the CPU: no device sync
+        sel = (on & (size == k)).nonzero().flatten()
+        n = len(sel)
+        lo = (kmax - k) // 2
+        wk = weight[sel][..., lo:lo + k, lo:lo + k] / math.sqrt(c * k * k)  # (n, 3, 3, k, k)
+        idx = sel.to(x.device)
+        src = x.index_select(0, idx)
+        pad = F.pad(src, (k // 2,) * 4, mode="reflect") if k > 1 else src
+        y = F.conv2d(pad.reshape(1, n * c, *pad.shape[-2:]), wk.reshape(n * c, c, k, k).to(x.device, x.dtype), groups=n)
+        y = y.view(n, c, h, w)
+        mu, sd = src.mean((2, 3), keepdim=True), src.std((2, 3), keepdim=True)
+        y = (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 1e-6) * sd + mu
+        a = mix[sel].to(x.device, x.dtype).view(n, 1, 1, 1)
+        x = x.index_copy(0, idx, a * src + (1 - a) * y)
+    return x
 
 
 def _lowres(x: Tensor, on: Tensor, factor: Tensor) -> Tensor:

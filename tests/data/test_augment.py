@@ -248,3 +248,46 @@ def test_validation_never_augments_and_recipes_set_a_preset():
     for name in recipe_names():
         assert load_recipe(name).augment.preset in ("none", "light", "standard", "strong"), name
     assert np.isclose(AugmentConfig(preset="standard").resolved()["flip"], 0.5)
+
+
+@pytest.mark.parametrize("largest", [3, 7])
+def test_randconv_filters_chosen_samples_with_their_own_kernel(largest):
+    """Each chosen sample equals mix x itself + (1 - mix) x (its own random k x k convolution,
+    reflect-padded, rescaled to the sample's per-channel mean and sd), computed here one sample at a
+    time; samples not drawn are untouched; colour attributes become unknown, the rest are kept."""
+    from facemtl.data.augment import batch_generator
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.nn.functional.interpolate(torch.rand(24, 3, 16, 16, generator=g), size=(S, S), mode="bilinear") * 0.6 + 0.2
+    aug = BatchAugment(AugmentConfig(randconv=0.6, randconv_kernel=largest), attribute_names=("Smiling", "Blond_Hair", "Pale_Skin"))
+    b = _batch(24)
+    y, nb = aug([x], b, epoch=1, batch_index=7)
+    p = aug._draw(24, batch_generator(0, 1, 7))
+    on, size, w, mix = p["randconv"], p["randconv_size"], p["randconv_weight"], p["randconv_mix"]
+    assert 0 < int(on.sum()) < 24 and set(size[on].tolist()) <= set(range(1, largest + 1, 2)) and len(set(size[on].tolist())) > 1
+    for i in range(24):
+        if not on[i]:
+            assert torch.equal(y[0][i], x[i])
+            continue
+        k = int(size[i])
+        lo = (largest - k) // 2
+        kernel = w[i][..., lo:lo + k, lo:lo + k] / math.sqrt(3 * k * k)
+        src = x[i:i + 1]
+        pad = torch.nn.functional.pad(src, (k // 2,) * 4, mode="reflect") if k > 1 else src
+        f = torch.nn.functional.conv2d(pad, kernel)[0]
+        f = (f - f.mean((1, 2), keepdim=True)) / (f.std((1, 2), keepdim=True) + 1e-6) * x[i].std((1, 2), keepdim=True) + x[i].mean((1, 2), keepdim=True)
+        want = (mix[i] * x[i] + (1 - mix[i]) * f).clamp(0, 1)
+        assert torch.allclose(y[0][i], want, atol=1e-5), i
+        assert float((y[0][i] - x[i]).abs().mean()) > 1e-3 or float(mix[i]) > 0.95
+    assert (nb["attributes"][on][:, 1:] == -1).all() and (nb["attributes"][~on] == 1).all()
+    assert (nb["attributes"][:, 0] == 1).all() and (b["attributes"] == 1).all()  # Smiling kept; input not modified
+    assert torch.equal(nb["landmarks"], b["landmarks"])
+
+
+def test_randconv_kernel_is_a_shape_not_a_switch():
+    """The largest kernel must be odd and 1-15; set alone, it augments nothing."""
+    for bad in (0, 2, 4.5, 17):
+        with pytest.raises(ConfigError, match="randconv_kernel"):
+            AugmentConfig(randconv=0.5, randconv_kernel=bad)
+    assert not AugmentConfig(randconv_kernel=3).enabled and not BatchAugment(randconv_kernel=3).enabled
+    assert AugmentConfig(randconv=0.1).enabled
