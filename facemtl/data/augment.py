@@ -19,8 +19,9 @@ photometry (per sample)
     blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
     low resolution (shrunk 1.5-3x and enlarged back, :data:`LOWRES_FACTORS`; the sample's ``Blurry``
     label becomes unknown, since a face shrunk that much may look blurry), texture (the fine detail
-    of a non-face of the batch laid over the sample), random convolution (RandConv: a random 1x1 or
-    3x3 filter mixed with the image; the sample's colour attributes become unknown), Gaussian noise,
+    of a non-face of the batch laid over the sample), random convolution (RandConv: a random 1x1 to
+    7x7 filter, ``randconv_kernel``, mixed with the image; the sample's colour attributes become
+    unknown), Gaussian noise,
     and optional random erasing (a rectangle of noise). ``lowres``, ``texture`` and ``randconv`` are
     off in every preset.
 
@@ -119,10 +120,6 @@ _PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "randconv", "eras
 _SHAPES = {"randconv_kernel"}
 _OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
             hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, randconv=0.0, randconv_kernel=7.0, erase=0.0)
-
-
-def _changes_anything(values: dict[str, float]) -> bool:
-    return any(v > 0 for k, v in values.items() if k not in _SHAPES)
 #: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
 #: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
 #: it back: a 64 px input then carries the detail of a 21-43 px source. The face finder cuts windows
@@ -139,6 +136,13 @@ TEXTURE_AMOUNT = (0.25, 1.0)
 #: attributes a random convolution makes unknown for that sample: it scrambles colours
 COLOUR_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Pale_Skin", "Rosy_Cheeks",
                      "Heavy_Makeup", "Wearing_Lipstick")
+
+
+def _changes_anything(values: dict[str, float]) -> bool:
+    """Whether resolved settings change anything (a shape setting alone does not)."""
+    return any(v > 0 for k, v in values.items() if k not in _SHAPES)
+
+
 PRESETS: dict[str, dict[str, float]] = {
     "none": dict(_OFF),
     "light": {**_OFF, "flip": 0.5, "scale": 0.05, "rotate": 5.0, "translate": 0.03, "brightness": 0.1,
