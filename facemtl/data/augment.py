@@ -21,9 +21,8 @@ photometry (per sample)
     label becomes unknown, since a face shrunk that much may look blurry), texture (the fine detail
     of a non-face of the batch laid over the sample), random convolution (RandConv: a random 1x1 to
     7x7 filter, ``randconv_kernel``, mixed with the image; the sample's colour attributes become
-    unknown), Gaussian noise,
-    and optional random erasing (a rectangle of noise). ``lowres``, ``texture`` and ``randconv`` are
-    off in every preset.
+    unknown), Gaussian noise, and optional random erasing (a rectangle of noise). ``lowres``,
+    ``texture`` and ``randconv`` are off in every preset.
 
 Every random number of a batch comes from a generator seeded with ``(seed, epoch, batch index)``,
 so the same batch is augmented identically in a rerun and in a resumed run, with no state to save.
@@ -100,9 +99,9 @@ class AugmentConfig:
             v = getattr(self, f.name)
             if f.name != "preset" and v is not None:
                 values[f.name] = float(v)
-        k = values["randconv_kernel"]
-        if k != int(k) or int(k) % 2 == 0 or not 1 <= k <= 15:
-            raise ConfigError(f"augment.randconv_kernel = {k:g} must be an odd whole number from 1 to 15 (the largest random kernel).")
+        kernel = values["randconv_kernel"]
+        if kernel != int(kernel) or int(kernel) % 2 == 0 or not 1 <= kernel <= 15:
+            raise ConfigError(f"augment.randconv_kernel = {kernel:g} must be an odd whole number from 1 to 15 (the largest random kernel).")
         for k, v in values.items():
             if v < 0 or (k in _PROBABILITIES and v > 1):
                 raise ConfigError(f"augment.{k} = {v} is out of range ({'a probability in [0, 1]' if k in _PROBABILITIES else 'must be >= 0'}).")
@@ -202,16 +201,11 @@ class BatchAugment:
             out.append(x)
         if p["geometric"]:
             _transform_labels(batch, p)
-        if "lowres" in p and self.resolution_attributes and "attributes" in batch:
-            a = batch["attributes"].clone()  # the caller's batch is not modified
-            cols = self.resolution_attributes
-            a[:, cols] = a[:, cols].masked_fill(p["lowres"].to(a.device).view(-1, 1), -1)
-            batch["attributes"] = a
-        if "randconv" in p and self.colour_attributes and "attributes" in batch:
-            a = batch["attributes"].clone()
-            cols = self.colour_attributes
-            a[:, cols] = a[:, cols].masked_fill(p["randconv"].to(a.device).view(-1, 1), -1)
-            batch["attributes"] = a
+        for change, cols in (("lowres", self.resolution_attributes), ("randconv", self.colour_attributes)):
+            if change in p and cols and "attributes" in batch:
+                a = batch["attributes"].clone()  # the caller's batch is not modified
+                a[:, cols] = a[:, cols].masked_fill(p[change].to(a.device).view(-1, 1), -1)
+                batch["attributes"] = a
         return out, batch
 
     # -- random parameters ------------------------------------------------------------------------
