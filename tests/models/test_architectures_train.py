@@ -24,16 +24,19 @@ def tiny(cache, out, arch, **over):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES.names())
 def test_every_architecture_learns_on_synthfaces(arch_cache, tmp_path, arch):
-    """Four short epochs (88 steps, 5-10 s each on one CPU thread): landmarks and pose beat the
-    mean face and the majority class on the val split. (Expression needs longer here, see
-    tests/engine/test_train.py.)"""
+    """Six short epochs (132 steps, 8-15 s each on one CPU thread): the landmarks beat the mean face
+    and the regressed yaw the mean yaw on the val split. (Expression needs longer here, see
+    tests/engine/test_train.py.) Pose is judged by its yaw error, not by its five-class accuracy:
+    on 53 val faces one face is 1.9 points, and with 4 threads or torch 2.11 on a GPU machine the
+    accuracy of hps after four epochs and of ple after six fell within a face of the threshold
+    while their yaw errors (13-15 degrees after six, against 19.7 for the mean yaw) were clear."""
     from tests.engine.test_train import beats, chance
 
-    cfg = tiny(arch_cache, tmp_path / arch, arch, **{"train.max_steps_per_epoch": 0, "train.batch_size": 32, "train.epochs": 4,
+    cfg = tiny(arch_cache, tmp_path / arch, arch, **{"train.max_steps_per_epoch": 0, "train.batch_size": 32, "train.epochs": 6,
                                                       "train.lr": 0.003, "train.schedule": "cosine", "train.val_batches": 0,
                                                       "model.options": {"width": 16}})
     res = train(cfg)
-    assert beats(res.val_metrics, chance(arch_cache), "landmarks", "pose"), res.val_metrics
+    assert beats(res.val_metrics, chance(arch_cache), "landmarks", "yaw"), res.val_metrics
 
 
 @pytest.mark.parametrize("arch", ["ltb", "mmoe"])

@@ -49,8 +49,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_weights_and_state_identical_across_ranks(tmp_path):
-    # fork: the workers skip re-importing torch (seconds on a busy 2-core machine)
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # fork: the workers skip re-importing torch (seconds on a busy 2-core machine); but not once this
+    # process has used CUDA (autograd's device threads and a CUDA context cannot be forked: seen on a GPU machine)
+    method = "fork" if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized() else "spawn"
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method=method)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
