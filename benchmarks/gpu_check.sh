@@ -49,7 +49,7 @@ if [[ $DRY -eq 1 ]]; then
   exit 0
 fi
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  echo "gpu_check: no CUDA device here; nothing run (the GPU figures in docs/benchmarks.md stay missing)."
+  echo "gpu_check: no CUDA device here; nothing run (docs/benchmarks.md, \"On a GPU\", holds the figures of an H200)."
   exit 0
 fi
 mkdir -p "$W"
