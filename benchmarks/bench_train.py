@@ -30,11 +30,13 @@ from facemtl.engine.trainer import train
 
 
 def tensor_loop(cfg, steps: int, device: torch.device) -> float:
-    """The engine's step on pre-built batches already on ``device``: images/s with zero data cost. On
-    CUDA the step runs as the engine's defaults do there (bf16 autocast, channels-last)."""
+    """The engine's step on pre-built batches already on ``device``: images/s with zero data cost. The
+    step takes the engine's autocast and memory format for ``cfg`` on ``device`` (on CUDA by default:
+    bf16, channels-last)."""
     from facemtl.data.cache import FaceCache
     from facemtl.data.loader import CacheLoader, to_device
-    from facemtl.engine.steps import input_plan, make_inputs, task_losses
+    from facemtl.engine.steps import autocast_for, input_plan, make_inputs, task_losses
+    from facemtl.engine.trainer import resolve_channels_last
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
     from facemtl.weighting import build_weighting
@@ -43,9 +45,10 @@ def tensor_loop(cfg, steps: int, device: torch.device) -> float:
     cache = FaceCache(cfg.data.path)
     info = DataInfo.from_cache(cache)
     tasks = build_tasks(list(cfg.tasks.names), info)
-    cuda = device.type == "cuda"
+    channels_last = resolve_channels_last(cfg.train.channels_last, device)
+    autocast, _ = autocast_for(device, cfg.train.amp)
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size).to(device)
-    if cuda:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     strategy = build_weighting(cfg.weighting.name, [t.name for t in tasks]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
@@ -61,15 +64,15 @@ def tensor_loop(cfg, steps: int, device: torch.device) -> float:
     n = 0
     for i, b in enumerate(batches):
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            feats = model.forward_features(*make_inputs(b, plan, cuda))
+        with autocast():
+            feats = model.forward_features(*make_inputs(b, plan, channels_last))
             ctx = StepContext.build(feats, shared, strategy.grad_mode(None), step=i)
             losses = task_losses(tasks, model.forward_heads(ctx.head_inputs), b, model.criteria)
         torch.stack([v.detach() for v in losses.values()]).tolist()
         strategy.backward(losses, ctx)
         opt.step()
         n += len(b["index"])
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
     return n / (time.perf_counter() - t0)
 

@@ -55,7 +55,7 @@ fi
 mkdir -p "$W"
 "$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"{p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, CUDA {torch.version.cuda}")' | tee "$OUT/device.txt"
 if [[ ! -f "$C" ]]; then
-  "$PY" -c "from facemtl.data.synthetic import prepare_synthetic; prepare_synthetic('$C', num_images=2000, identities=100, num_scenes=0, sizes=(64,))"
+  $PY -m facemtl prepare synthetic --out "$C" -n 2000 --identities 100 --sizes 64 --scenes 0 > "$OUT/prepare.log" 2>&1
 fi
 status=0
 for s in "${STEPS[@]}"; do
