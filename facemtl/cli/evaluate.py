@@ -25,6 +25,7 @@ def evaluate(
     scenes: Annotated[bool, typer.Option("--scenes/--no-scenes", help="End-to-end detection on the cache's scenes (sliding windows).")] = True,
     max_scenes: Annotated[int, typer.Option("--max-scenes", help="Scenes to scan at most.")] = 32,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write the PNG figures.")] = True,
+    flip_test: Annotated[bool, typer.Option("--flip-test", help="Also run every image mirrored and average each task's two outputs (landmarks swapped back, box mirrored, yaw negated), as landmark benchmarks often report; twice the time. Recorded in metrics.json.")] = False,
 ) -> None:
     """Evaluate a run on a cache: attributes, landmarks, detection, identity, expression, pose.
 
@@ -35,7 +36,7 @@ def evaluate(
     A run trained on several caches ([cyan]--data a.h5,b.h5[/]) is evaluated on each, every task where the cache
     labels it: RUN/eval-SPLIT/NAME/ per dataset and one combined metrics.json and summary.md.
     Example: [cyan]facemtl evaluate runs/tcdcn --dataset mtfl[/], [cyan]facemtl evaluate runs/default/best.pt --split val[/],
-    [cyan]facemtl evaluate runs/default --dataset lfw-subset[/].
+    [cyan]facemtl evaluate runs/default --dataset lfw-subset[/], [cyan]facemtl evaluate runs/default --flip-test[/].
     """
     from dataclasses import replace
 
@@ -50,7 +51,8 @@ def evaluate(
     scan = replace(ScanConfig(), max_scenes=max_scenes)
     with console.status("evaluating..."):
         result = run_eval(source, dataset=dataset, data=data, split=split, out=out, device=device, batch_size=batch_size,
-                          max_pairs=max_pairs, scenes=scenes and max_scenes > 0, figures=figures, scan=scan)
+                          max_pairs=max_pairs, scenes=scenes and max_scenes > 0, figures=figures, scan=scan,
+                          flip_test=flip_test)
     doc = result.document
     if result.datasets:
         _datasets_summary(result)

@@ -48,12 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from facemtl.data.schema import FLIP_LANDMARKS, FLIP_POSE_CLASS
 from facemtl.errors import ConfigError, UnknownNameError
-
-#: where each landmark goes under a horizontal flip (CelebA order: eyes, nose, mouth corners)
-FLIP_LANDMARKS = (1, 0, 2, 4, 3)
-#: TCDCN's pose classes mirrored (left profile <-> right profile, left <-> right)
-FLIP_POSE_CLASS = (4, 3, 2, 1, 0)
 
 
 @dataclass(frozen=True)

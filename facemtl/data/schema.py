@@ -32,12 +32,16 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+#: where each landmark goes under a horizontal flip (left and right points swap)
+FLIP_LANDMARKS = (1, 0, 2, 4, 3)
 
 # FER2013's order; CK+ and others are mapped into it.
 EXPRESSION_NAMES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 
 # TCDCN's 5 head-pose classes, from yaw: 0 left profile, 1 left, 2 frontal, 3 right, 4 right profile.
 POSE_CLASS_NAMES = ("left_profile", "left", "frontal", "right", "right_profile")
+#: the pose classes mirrored by a horizontal flip (left profile <-> right profile, left <-> right)
+FLIP_POSE_CLASS = (4, 3, 2, 1, 0)
 POSE_CLASS_EDGES = (-45.0, -15.0, 15.0, 45.0)  # yaw degrees; yaw < -45 -> 0, ..., yaw >= 45 -> 4
 
 

@@ -147,11 +147,14 @@ def labelled_tasks(tasks, cache: FaceCache, split: str, adapter: LabelAdapter) -
 
 @torch.no_grad()
 def predict(model, tasks, cache: FaceCache, split: str, device: torch.device, adapter: LabelAdapter,
-            batch_size: int = 128) -> dict[str, dict[str, np.ndarray]]:
+            batch_size: int = 128, flip_test: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Run ``model`` over a split and return each task's collected arrays (``Task.collect`` merged).
 
     The cascade's crop metrics use L_Net's output for every crop (as validation during training);
     its gated, end-to-end behaviour is measured on whole scenes (:mod:`facemtl.reports.scenes`).
+    ``flip_test`` also runs every batch mirrored left to right and averages each task's output
+    with its mirrored pass mapped back (``Task.unflip``: landmarks swapped and mirrored, the box
+    mirrored, the yaw negated); a task without that mapping keeps the plain pass.
     """
     from facemtl.data.loader import CacheLoader, to_device
     from facemtl.engine.steps import input_plan, make_inputs
@@ -163,8 +166,25 @@ def predict(model, tasks, cache: FaceCache, split: str, device: torch.device, ad
     parts: dict[str, list[dict[str, np.ndarray]]] = {t.name: [] for t in tasks}
     for batch in loader:
         batch = to_device(adapter(batch), device)
-        outputs = model.forward_heads(model.forward_features(*make_inputs(batch, plan, channels_last=False)))
+        inputs = make_inputs(batch, plan, channels_last=False)
+        outputs = model.forward_heads(model.forward_features(*inputs))
+        if flip_test:
+            outputs = _flip_averaged(model, tasks, inputs, outputs)
         for t in tasks:
             out = outputs[t.name]
             parts[t.name].append(t.collect(out[-1] if isinstance(out, (list, tuple)) else out, batch))
     return {name: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]} for name, ps in parts.items() if ps}
+
+
+def _flip_averaged(model, tasks, inputs: list[torch.Tensor], outputs: dict[str, Any]) -> dict[str, Any]:
+    """``outputs`` averaged with the model's outputs on the mirrored ``inputs`` (``predict``)."""
+    mirrored = model.forward_heads(model.forward_features(*[x.flip(-1) for x in inputs]))
+    averaged = dict(outputs)
+    for t in tasks:
+        out, back = outputs[t.name], mirrored[t.name]
+        if not isinstance(out, torch.Tensor):
+            continue  # a cascade's list of stage outputs: plain pass
+        back = t.unflip(back)
+        if back is not None:
+            averaged[t.name] = (out + back) / 2
+    return averaged

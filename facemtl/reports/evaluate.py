@@ -113,6 +113,7 @@ def evaluate(
     source: str | Path, *, dataset: str | None = None, data: str | Path | None = None, split: str = "test",
     out: str | Path | None = None, device: str = "auto", batch_size: int = 128, max_pairs: int = 6000,
     scenes: bool = True, figures: bool = True, curves: bool = True, scan: ScanConfig = ScanConfig(),
+    flip_test: bool = False,
 ) -> EvalResult:
     """Evaluate a run folder or checkpoint on a cache split and write the report (module docstring).
 
@@ -126,7 +127,8 @@ def evaluate(
     state = load_checkpoint(source)
     model, tasks, cfg, info = build_from_checkpoint(state)
     m = _Loaded(source, state, model, tasks, cfg, info, run_folder_of(source))
-    opts = dict(device=device, batch_size=batch_size, max_pairs=max_pairs, scenes=scenes, figures=figures, scan=scan)
+    opts = dict(device=device, batch_size=batch_size, max_pairs=max_pairs, scenes=scenes, figures=figures, scan=scan,
+                flip_test=flip_test)
     if dataset == LFW_SUBSET and data is None:
         require_detection(tasks, source)  # before preparing the cache it would be refused on
     paths, names = training_caches(state, source if source.is_dir() else source.parent)
@@ -166,7 +168,7 @@ class _Loaded:
 
 
 def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: str, batch_size: int, max_pairs: int,
-                    scenes: bool, figures: bool, curves: bool, scan: ScanConfig) -> EvalResult:
+                    scenes: bool, figures: bool, curves: bool, scan: ScanConfig, flip_test: bool = False) -> EvalResult:
     """The report of one cache (module docstring), written into ``out``."""
     from facemtl.utils.device import pick_device
 
@@ -182,7 +184,7 @@ def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: st
 
     dev = pick_device(device)
     model.to(dev)
-    collected = predict(model, keep, cache, split, dev, adapter, batch_size)
+    collected = predict(model, keep, cache, split, dev, adapter, batch_size, flip_test=flip_test)
     reports: list[TaskReport] = []
     shape = mean_shape(cache)
     for t in keep:
@@ -205,6 +207,7 @@ def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: st
     doc = {
         **_header(m),
         "data": str(path), "data_source": cache.source, "split": split, "samples": int(len(cache.indices(split))),
+        "flip_test": bool(flip_test),
         "tasks": {}, "skipped": skipped,
         "definitions": {**DEFINITIONS, "lfw_subset": LFW_SUBSET_DEFINITION} if real_check else DEFINITIONS,
     }
@@ -255,7 +258,7 @@ def _evaluate_datasets(m: _Loaded, paths: list[str], names: list[str], split: st
     """
     caches = [run_cache(p, n, names) for p, n in zip(paths, names)]  # every cache must exist before any work
     doc: dict[str, Any] = {**_header(m), "model_tasks": [t.name for t in m.tasks], "data": [str(p) for p in caches],
-                           "split": split, "datasets": {}}
+                           "split": split, "flip_test": bool(opts.get("flip_test")), "datasets": {}}
     results: dict[str, EvalResult] = {}
     with staged_dir(out, last=("metrics.json",)) as tmp:
         for name, path in zip(names, caches):
@@ -422,7 +425,10 @@ def summary_markdown(doc: dict[str, Any], reports: list[TaskReport]) -> str:
     """The human-readable report: headline table, then one section per task."""
     lines = [f"# Evaluation: {doc['recipe']} ({doc['backbone']}, {doc['weighting']}, epoch {doc['epoch']})", "",
              f"- checkpoint: `{doc['checkpoint']}`",
-             f"- data: `{doc['data']}` ({doc['data_source']}), split **{doc['split']}**, {doc['samples']} samples", ""]
+             f"- data: `{doc['data']}` ({doc['data_source']}), split **{doc['split']}**, {doc['samples']} samples"]
+    if doc.get("flip_test"):
+        lines.append("- flip test: each task's output averaged with its output on the mirrored image (`--flip-test`)")
+    lines.append("")
     head = headline_table(reports)
     lines += ["## Headline metrics", "", to_markdown(head), ""]
     for r in reports:

@@ -93,6 +93,12 @@ class Task:
     def metrics(self, collected: dict[str, np.ndarray]) -> dict[str, float]:
         raise NotImplementedError
 
+    def unflip(self, output: Tensor) -> Tensor | None:
+        """The head's ``output`` on a horizontally flipped image, mapped back to the image as it
+        was (flip testing averages the two); None when the task has no such mapping (the
+        flipped pass is then not used for it)."""
+        return None
+
     # -- self-description (facemtl.tasks.registry) --------------------------------------------
     def export_output(self) -> tuple[str, int, list[str]]:
         """(kind, width, column names) of the exported output; ``kind`` is an

@@ -104,6 +104,9 @@ class AttributesTask(Task):
     def collect(self, output, batch):
         return {"prob": _np(torch.sigmoid(output.float())), "target": batch["attributes"][:, list(self.columns)].cpu().numpy()}
 
+    def unflip(self, output):
+        return output  # no attribute names a side
+
     def metrics(self, c):
         return _binary_metrics(c["prob"], c["target"])
 
@@ -241,6 +244,10 @@ class LandmarksTask(Task):
         yaw = _np(pose[:, 0]).astype(np.float64)[m] if pose is not None else np.full(int(m.sum()), np.nan)
         return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m], "yaw": yaw}
 
+    def unflip(self, output):
+        xy = output[:, : self.out_dim].reshape(-1, 5, 2)[:, list(schema.FLIP_LANDMARKS)]
+        return torch.stack([1.0 - xy[..., 0], xy[..., 1]], dim=-1).reshape(-1, self.out_dim)
+
     def metrics(self, c):
         if not len(c["target"]):
             return {}
@@ -289,6 +296,10 @@ class DetectionTask(Task):
             "score": _np(torch.sigmoid(output[:, 0].float())), "face": batch["face"].cpu().numpy(),
             "box_pred": _np(output[:, 1:5]), "box": _np(batch["bbox"]),
         }
+
+    def unflip(self, output):
+        x, w = output[:, 1:2], output[:, 3:4]
+        return torch.cat([output[:, :1], 1.0 - x - w, output[:, 2:5], output[:, 5:]], dim=1)
 
     def metrics(self, c):
         from facemtl.metrics.detection import box_iou_xywh
@@ -344,6 +355,11 @@ class ClassTask(Task):
         m = y >= 0
         return {"pred": _np(output[:, : self.out_dim]).argmax(1)[m], "target": y[m]}
 
+    def unflip(self, output):
+        if self.label_key != "expression":
+            return None  # a class that may name a side
+        return output
+
     def metrics(self, c):
         if not len(c["target"]):
             return {}
@@ -387,6 +403,10 @@ class PoseTask(ClassTask):
             m = np.isfinite(yaw)
             c["yaw_pred"], c["yaw"] = _np(output[:, self.out_dim])[m] * 90.0, yaw[m]
         return c
+
+    def unflip(self, output):
+        classes = output[:, list(schema.FLIP_POSE_CLASS)]
+        return torch.cat([classes, -output[:, self.out_dim:]], dim=1)  # the yaw changes sign
 
     def metrics(self, c):
         out = super().metrics(c)

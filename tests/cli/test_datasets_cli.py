@@ -31,6 +31,8 @@ def test_evaluate_prints_a_column_per_dataset(base, tmp_path):
     err = invoke(["evaluate", str(multi_run(base)), "--dataset", "nope", "--out", str(tmp_path / "x")], code=1)
     assert err.startswith("error: Unknown dataset 'nope'") and " at," in err and " lm," in err
     assert not (tmp_path / "x").exists()
+    invoke(["evaluate", str(multi_run(base)), "--out", str(tmp_path / "flip"), "--device", "cpu", "--no-figures", "--flip-test"])
+    assert json.loads((tmp_path / "flip" / "metrics.json").read_text())["flip_test"] is True
 
 
 def test_ablate_over_two_caches_with_two_mixes(base, tmp_path):

@@ -46,7 +46,7 @@ def test_every_task_on_every_dataset_that_labels_it(mevaluated, mrun, base):
     assert out == mrun / "eval-test"
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["format"] == "facemtl-evaluation" and doc["split"] == "test" and doc["checkpoint"].endswith("best.pt")
-    assert list(doc["datasets"]) == ["lm", "at"]
+    assert list(doc["datasets"]) == ["lm", "at"] and doc["flip_test"] is False
     lm, at = doc["datasets"]["lm"], doc["datasets"]["at"]
     assert set(lm["tasks"]) == {"landmarks"} and set(lm["skipped"]) == {"smile"}  # lm.h5 has no attributes
     assert set(at["tasks"]) == {"smile"} and set(at["skipped"]) == {"landmarks"}
@@ -64,6 +64,13 @@ def test_every_task_on_every_dataset_that_labels_it(mevaluated, mrun, base):
     nme_row = next(line for line in summary.splitlines() if line.startswith("| landmarks | nme |"))
     assert nme_row.split("|")[4].strip() == ""  # blank: at.h5 does not label landmarks
     assert not list(out.parent.glob(".eval-test.partial-*"))
+
+
+def test_flip_test_reaches_every_dataset(mrun, tmp_path):
+    res = evaluate(mrun, out=tmp_path / "flip", device="cpu", figures=False, curves=False, flip_test=True)
+    doc = json.loads((res.out_dir / "metrics.json").read_text())
+    assert doc["flip_test"] is True
+    assert all(json.loads((res.out_dir / n / "metrics.json").read_text())["flip_test"] is True for n in ("lm", "at"))
 
 
 def test_dataset_name_evaluates_one_cache_alone(mrun, base):
