@@ -168,7 +168,7 @@ class _Loaded:
 
 
 def _evaluate_cache(m: _Loaded, path: Path, split: str, out: Path, *, device: str, batch_size: int, max_pairs: int,
-                    scenes: bool, figures: bool, curves: bool, scan: ScanConfig, flip_test: bool = False) -> EvalResult:
+                    scenes: bool, figures: bool, curves: bool, scan: ScanConfig, flip_test: bool) -> EvalResult:
     """The report of one cache (module docstring), written into ``out``."""
     from facemtl.utils.device import pick_device
 
@@ -258,7 +258,7 @@ def _evaluate_datasets(m: _Loaded, paths: list[str], names: list[str], split: st
     """
     caches = [run_cache(p, n, names) for p, n in zip(paths, names)]  # every cache must exist before any work
     doc: dict[str, Any] = {**_header(m), "model_tasks": [t.name for t in m.tasks], "data": [str(p) for p in caches],
-                           "split": split, "flip_test": bool(opts.get("flip_test")), "datasets": {}}
+                           "split": split, "flip_test": bool(opts["flip_test"]), "datasets": {}}
     results: dict[str, EvalResult] = {}
     with staged_dir(out, last=("metrics.json",)) as tmp:
         for name, path in zip(names, caches):
