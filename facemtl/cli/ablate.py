@@ -35,6 +35,7 @@ def ablate(
     grad_memory: Annotated[Optional[str], typer.Option("--grad-memory", help="Memory for per-task gradients on the shared parameters (grad mode params), e.g. 4GiB.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Training augmentation preset (none, light, standard, strong); default: the recipe's.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split the runs are evaluated on.")] = "test",
+    flip_test: Annotated[bool, typer.Option("--flip-test", help="Evaluate each run with flip testing (as evaluate --flip-test); finished runs are re-evaluated, not retrained.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any training setting as key=value.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the configurations and exit (nothing is trained or written).")] = False,
 ) -> None:
@@ -88,14 +89,14 @@ def ablate(
             err_console.print(f"\\[{i + 1}/{n}] training [bold]{escape(name)}[/] ...")
         elif res is not None:
             head = ", ".join(f"{k} {v:.4f}" for k, v in headline_metrics(res).items())
-            tag = "[dim]done earlier[/]" if what == "skip" else f"{res['seconds']:.0f} s"
+            tag = {"skip": "[dim]done earlier[/]", "evaluated": "[dim]done earlier, evaluated again[/]"}.get(what, f"{res['seconds']:.0f} s")
             err_console.print(f"\\[{i + 1}/{n}] {escape(name)}: {tag}  {escape(head)}")
 
     from facemtl.utils.lock import PathLock
 
     try:
         with PathLock(out / ".lock", what="ablation folder", target=out, hint="choose another --out"):  # each run is locked too
-            result = run_ablation(plan, base, out, split=split, progress=progress)
+            result = run_ablation(plan, base, out, split=split, flip_test=flip_test, progress=progress)
     except KeyboardInterrupt:
         err_console.print("to continue, rerun the same [cyan]facemtl ablate[/] command: finished runs are skipped "
                           "and the interrupted run resumes from its last.pt", highlight=False)

@@ -55,6 +55,7 @@ def predict(
     stride: Annotated[float, typer.Option(help="Sliding-window step as a fraction of the window.")] = 0.25,
     scale_step: Annotated[float, typer.Option(help="Ratio between pyramid levels.")] = 1.25,
     max_faces: Annotated[int, typer.Option(help="At most this many faces per image.")] = 20,
+    flip_test: Annotated[bool, typer.Option("--flip-test", help="Also run each face crop mirrored and average the two outputs (landmarks swapped back, box mirrored, yaw negated), as evaluate --flip-test does; the window scan is not repeated.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: the runtime's).")] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip images with more pixels than this (0 = no limit).")] = 100_000_000,
 ) -> None:
@@ -72,7 +73,7 @@ def predict(
 
     items = collect_images(images)
     finder = FinderConfig(threshold=threshold, nms_iou=nms_iou, nested=nested, min_face=min_face, scale_step=scale_step,
-                          stride=stride, max_faces=max_faces)
+                          stride=stride, max_faces=max_faces, flip_test=flip_test)
     if max_pixels < 0:
         raise ConfigError(f"--max-pixels must be 0 (no limit) or positive, got {max_pixels}.")
     predictor = Predictor(load_backend(model, threads=threads), finder, max_pixels=max_pixels or None)

@@ -57,7 +57,9 @@ class AugmentConfig:
     """Augmentation settings: a ``preset`` and optional per-field overrides (None = the preset's).
 
     Ranges: ``scale`` s draws the zoom from [1 - s, 1 + s]; ``rotate`` degrees from [-r, r];
-    ``translate`` t of the image side from [-t, t] per axis; ``brightness`` / ``contrast`` /
+    ``translate`` t of the image side from [-t, t] per axis; ``stretch`` k widens the image by a
+    and shortens it by 1 / a (in the face's own axes, before the rotation), a log-uniform in
+    [1 / (1 + k), 1 + k]: a face that is wider or longer than SynthFaces' proportions; ``brightness`` / ``contrast`` /
     ``saturation`` b multiply by [1 - b, 1 + b]; ``hue`` h turns the chroma by [-h, h] turns;
     ``noise`` n draws the noise sd from [0, n]; ``flip``, ``grey``, ``blur``, ``lowres``,
     ``texture``, ``randconv``, ``erase`` are probabilities per sample (``lowres``: the image is shrunk by a factor
@@ -70,6 +72,7 @@ class AugmentConfig:
     scale: float | None = None
     rotate: float | None = None
     translate: float | None = None
+    stretch: float | None = None
     brightness: float | None = None
     contrast: float | None = None
     saturation: float | None = None
@@ -113,7 +116,7 @@ class AugmentConfig:
 _PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "randconv", "erase"}
 #: settings that shape a change rather than switch it on
 _SHAPES = {"randconv_kernel"}
-_OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+_OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, stretch=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
             hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, randconv=0.0, randconv_kernel=7.0, erase=0.0)
 #: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
 #: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
@@ -246,7 +249,10 @@ class BatchAugment:
             p["randconv_mix"] = torch.rand(n, generator=g)
             k = int(sizes[-1])
             p["randconv_weight"] = torch.randn(n, 3, 3, k, k, generator=g)
-        p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate"))
+        if v["stretch"] > 0:  # after randconv, for the same reason
+            top = math.log1p(v["stretch"])
+            p["aspect"] = torch.exp(u(-top, top))
+        p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate", "stretch"))
         p["photometric"] = {k for k in ("texture", "randconv", "brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase")
                             if v[k] > 0}
         return p
@@ -255,11 +261,14 @@ class BatchAugment:
 # -- geometry ---------------------------------------------------------------------------------------
 def forward_matrix(p: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """(B, 2, 2) M and (B, 2) t of the content map g_out = M g_in + t in grid coordinates
-    ([-1, 1] across the image, x right, y down): flip, then rotate, then zoom, then shift."""
+    ([-1, 1] across the image, x right, y down): flip, then stretch, then rotate, then zoom, then shift."""
     c, s = torch.cos(p["angle"]), torch.sin(p["angle"])
     rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (B, 2, 2)
     f = torch.where(p["flip"], -1.0, 1.0)
     flip = torch.diag_embed(torch.stack([f, torch.ones_like(f)], -1))
+    if "aspect" in p:
+        a = p["aspect"]
+        flip = torch.diag_embed(torch.stack([a, 1.0 / a], -1)) @ flip
     m = p["scale"].view(-1, 1, 1) * rot @ flip
     return m, p["shift"] * 2.0  # a shift of t image sides is 2t in grid units
 
@@ -289,6 +298,9 @@ def _transform_labels(batch: dict[str, Any], p: dict[str, Any]) -> None:
         centre = (box[:, :2] + box[:, 2:] / 2) * 2 - 1
         centre = torch.einsum("bij,bj->bi", mm, centre) + tt
         wh = box[:, 2:] * p["scale"].to(dev, box.dtype).unsqueeze(1)
+        if "aspect" in p:  # the box's sides follow the stretch (its rotation is left out, as above)
+            a = p["aspect"].to(dev, box.dtype)
+            wh = wh * torch.stack([a, 1.0 / a], 1)
         batch["bbox"] = torch.cat([(centre + 1) / 2 - wh / 2, wh], dim=1)
     if "pose" in batch:
         pose = batch["pose"].clone()

@@ -20,6 +20,7 @@ import numpy as np
 
 from facemtl.errors import DataFormatError, MissingFileError
 from facemtl.export.metadata import ModelMetadata, metadata_path, read_metadata
+from facemtl.tasks.registry import output_kind
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,24 @@ class Backend:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def run(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Every stage chained on one crop per image size (no gating): the final stage's outputs."""
+    def run(self, images: list[np.ndarray], flip_test: bool = False) -> dict[str, np.ndarray]:
+        """Every stage chained on one crop per image size (no gating): the final stage's outputs.
+
+        ``flip_test``: the crops also run mirrored left to right, and each output with a mirror
+        rule (:attr:`~facemtl.tasks.registry.OutputKind.unflip`) is averaged with its mirrored pass
+        mapped back, as ``facemtl evaluate --flip-test`` does; the others keep the plain pass."""
+        out = self._chain(images)
+        if not flip_test:
+            return out
+        mirrored = self._chain([np.ascontiguousarray(x[..., ::-1]) for x in images])
+        averaged = dict(out)
+        for t in self.meta.tasks:
+            kind = output_kind(t.kind)
+            if kind is not None and kind.unflip is not None and t.name in out:
+                averaged[t.name] = (out[t.name] + kind.unflip(mirrored[t.name])) / 2
+        return averaged
+
+    def _chain(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         prev = None
         out: dict[str, np.ndarray] = {}
         for i, x in enumerate(images):

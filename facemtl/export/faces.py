@@ -91,6 +91,7 @@ class FinderConfig:
     nested: float = 0.7  # drop a box when this share of it (or of the smaller box) lies in a better one; 1: off
     refine: int = 2  # re-crop-and-rerun rounds (0: keep the windows' own scores and boxes)
     cascade_threshold: float | None = None  # None: the threshold stored in the cascade's metadata
+    flip_test: bool = False  # each face's crop also runs mirrored, outputs averaged (Backend.run); not the window scan
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -247,7 +248,7 @@ class FaceFinder:
     # -- running all tasks on crops ------------------------------------------------------------
     def run_crops(self, photo: Photo, crops: np.ndarray) -> dict[str, np.ndarray]:
         """Every task on (N, 3) crops x0, y0, side (cascade: all stages chained, no gating)."""
-        return self.backend.run([photo.crops(crops, s) for s in self.backend.meta.input_sizes])
+        return self.backend.run([photo.crops(crops, s) for s in self.backend.meta.input_sizes], flip_test=self.cfg.flip_test)
 
     def framed_crops(self, boxes: np.ndarray) -> np.ndarray:
         """Crops framed like the training crops around (N, 4) boxes: (N, 3) x0, y0, side."""
@@ -281,10 +282,11 @@ class FaceFinder:
         ]
 
 
-def run_aligned(backend: Backend, photo: Photo) -> Face:
-    """The whole image is one aligned face crop (its centred square); no detection head needed."""
+def run_aligned(backend: Backend, photo: Photo, flip_test: bool = False) -> Face:
+    """The whole image is one aligned face crop (its centred square); no detection head needed.
+    ``flip_test``: see :meth:`Backend.run`."""
     crop = np.asarray([photo.centred_square()])
-    out = backend.run([photo.crops(crop, s) for s in backend.meta.input_sizes])
+    out = backend.run([photo.crops(crop, s) for s in backend.meta.input_sizes], flip_test=flip_test)
     det = backend.meta.task("detection")
     score, box = None, np.asarray(crop[0, [0, 1, 2, 2]], dtype=np.float64)
     if det is not None:

@@ -159,7 +159,7 @@ class Predictor:
 
     def faces(self, rgb: np.ndarray, aligned: bool = False) -> list[Face]:
         photo = Photo(rgb)
-        return [run_aligned(self.backend, photo)] if aligned else self.finder.find(photo)
+        return [run_aligned(self.backend, photo, self.finder_cfg.flip_test)] if aligned else self.finder.find(photo)
 
     def predict(self, rgb: np.ndarray, aligned: bool = False) -> list[dict[str, Any]]:
         return [face_record(f, self.backend) for f in self.faces(rgb, aligned)]

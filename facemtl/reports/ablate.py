@@ -11,7 +11,8 @@ Layout of ``--out DIR``::
     sweep_<task>_<metric>.png        the sweep curve (with --sweep)
 
 A rerun skips finished runs and resumes an interrupted one from its ``last.pt``; a finished run
-trained with other settings is an error (use another ``--out``). The report files are written
+trained with other settings is an error (use another ``--out``), one measured on another
+``--split`` or with(out) ``--flip-test`` is evaluated again without retraining. The report files are written
 only after every run has finished.
 
 Delta-m% (Maninis et al. 2019; :func:`facemtl.metrics.delta_m`) of a configuration compares the
@@ -147,24 +148,32 @@ def _load_result(path: Path, cfg: RunConfig) -> dict[str, Any]:
     return res
 
 
-def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str) -> dict[str, Any]:
+def evaluate_run(cfg: RunConfig, split: str, flip_test: bool) -> dict[str, Any]:
+    """The evaluation part of a run's result.json: its trained model measured on ``split``."""
+    from facemtl.reports.evaluate import evaluate
+
+    run_dir = cfg.run_dir()
+    # one cache: evaluated on it; several: on each (columns task@dataset), their paths as the run recorded them
+    data = {"data": cfg.data.path} if len(cfg.data.paths()) == 1 else {}
+    ev = evaluate(run_dir, **data, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False,
+                  flip_test=flip_test)
+    metrics = {k: float(v) for k, v in ev.flat().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    measured = ev.task_reports()
+    return {"kinds": {r.task: r.kind for _, r in measured}, "metrics": metrics, "split": split, "flip_test": flip_test,
+            "datasets": list(ev.datasets), "baselines": {f"{key}/{k}": v for key, r in measured for k, v in r.baselines.items()}}
+
+
+def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str, flip_test: bool = False) -> dict[str, Any]:
     """Train (or resume) one run, evaluate it, write its result.json last; returns the result."""
     from facemtl.engine.trainer import train
-    from facemtl.reports.evaluate import evaluate
 
     run_dir = cfg.run_dir()
     resume = (run_dir / "last.pt").exists()
     tr = train(cfg, resume=resume, force=not resume)
-    # one cache: evaluated on it; several: on each (columns task@dataset), their paths as the run recorded them
-    data = {"data": cfg.data.path} if len(cfg.data.paths()) == 1 else {}
-    ev = evaluate(run_dir, **data, split=split, out=run_dir / "eval", scenes=False, figures=False, curves=False)
-    metrics = {k: float(v) for k, v in ev.flat().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    measured = ev.task_reports()
     result = {
         "configuration": {"name": c.name, "kind": c.kind, "tasks": list(c.tasks), "weighting": c.weighting, "architecture": c.architecture,
                           "options": c.options, "sweep_task": c.sweep_task, "sweep_weight": c.sweep_weight, "mix": c.mix, "seed": seed},
-        "kinds": {r.task: r.kind for _, r in measured}, "metrics": metrics, "split": split, "datasets": list(ev.datasets),
-        "baselines": {f"{key}/{k}": v for key, r in measured for k, v in r.baselines.items()},
+        **evaluate_run(cfg, split, flip_test),
         "seconds": tr.seconds, "parameters": tr.parameters, "best_epoch": tr.best_epoch, "epochs_run": len(tr.history),
         "stopped_early": tr.stopped_early, "config": cfg.to_dict(),
     }
@@ -172,9 +181,10 @@ def train_and_evaluate(cfg: RunConfig, c: Configuration, seed: int, split: str) 
     return result
 
 
-def run_ablation(plan: Plan, base: RunConfig, out: str | Path, *, split: str = "test",
+def run_ablation(plan: Plan, base: RunConfig, out: str | Path, *, split: str = "test", flip_test: bool = False,
                  progress: Progress | None = None) -> AblationResult:
-    """Train what is not finished, then write the table and plots (module docstring)."""
+    """Train what is not finished, then write the table and plots (module docstring). A finished
+    run measured on another split, or with(out) ``flip_test``, is evaluated again (not retrained)."""
     out = Path(out)
     check_tasks(base, plan.tasks)
     runs = plan.runs()
@@ -187,12 +197,17 @@ def run_ablation(plan: Plan, base: RunConfig, out: str | Path, *, split: str = "
         if path.exists():
             res = _load_result(path, cfg)
             skipped += 1
+            what = "skip"
+            if res.get("split", "test") != split or bool(res.get("flip_test", False)) != flip_test:
+                res = {**res, **evaluate_run(cfg, split, flip_test)}
+                write_json_atomic(path, res)
+                what = "evaluated"
             if progress:
-                progress(i, len(runs), name, "skip", res)
+                progress(i, len(runs), name, what, res)
         else:
             if progress:
                 progress(i, len(runs), name, "train", None)
-            res = train_and_evaluate(cfg, c, seed, split)
+            res = train_and_evaluate(cfg, c, seed, split, flip_test)
             trained += 1
             if progress:
                 progress(i, len(runs), name, "done", res)
@@ -381,11 +396,12 @@ def _markdown(plan: Plan, df: pd.DataFrame, figures: list[str], results: list[di
     r0 = results[0]["config"] if results else {}
     train = r0.get("train", {})
     split = results[0].get("split", "test") if results else "test"
+    flip = " with flip testing (each image also run mirrored, outputs averaged)" if results and results[0].get("flip_test") else ""
     lines = [
         f"# Ablation: {', '.join(plan.tasks)}" + (f" (main task: {plan.main})" if plan.main else ""), "",
         f"- {len(plan.configurations)} configurations x {plan.seeds} seed(s); backbone `{r0.get('model', {}).get('backbone', '?')}`, "
         f"{train.get('epochs', '?')} epoch(s)" + (f" of at most {train['max_steps_per_epoch']} steps" if train.get("max_steps_per_epoch") else "")
-        + f", batch {train.get('batch_size', '?')}, data {_data_text(r0.get('data', {}), plan)}; metrics on split **{split}**",
+        + f", batch {train.get('batch_size', '?')}, data {_data_text(r0.get('data', {}), plan)}; metrics on split **{split}**{flip}",
         "- cells: mean ± standard deviation over seeds; params: deployed network (shared trunk + heads); train s: wall time per run",
         "- Δm%: mean relative change of each task's headline metric against its single-task run, signed so that "
         "**lower is better** (negative: multi-task beats single-task)", "",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from facemtl.data import schema
 from facemtl.errors import ConfigError, UnknownNameError
+from facemtl.tasks import registry
 from facemtl.tasks.base import Task, masked_mean
 
 
@@ -105,7 +106,7 @@ class AttributesTask(Task):
         return {"prob": _np(torch.sigmoid(output.float())), "target": batch["attributes"][:, list(self.columns)].cpu().numpy()}
 
     def unflip(self, output):
-        return output  # no attribute names a side
+        return registry.unflip_unchanged(output)  # no attribute names a side
 
     def metrics(self, c):
         return _binary_metrics(c["prob"], c["target"])
@@ -245,8 +246,7 @@ class LandmarksTask(Task):
         return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m], "yaw": yaw}
 
     def unflip(self, output):
-        xy = output[:, : self.out_dim].reshape(-1, 5, 2)[:, list(schema.FLIP_LANDMARKS)]
-        return torch.stack([1.0 - xy[..., 0], xy[..., 1]], dim=-1).reshape(-1, self.out_dim)
+        return registry.unflip_landmarks(output)
 
     def metrics(self, c):
         if not len(c["target"]):
@@ -298,8 +298,7 @@ class DetectionTask(Task):
         }
 
     def unflip(self, output):
-        x, w = output[:, 1:2], output[:, 3:4]
-        return torch.cat([output[:, :1], 1.0 - x - w, output[:, 2:5], output[:, 5:]], dim=1)
+        return registry.unflip_detection(output)
 
     def metrics(self, c):
         from facemtl.metrics.detection import box_iou_xywh
@@ -358,7 +357,7 @@ class ClassTask(Task):
     def unflip(self, output):
         if self.label_key != "expression":
             return None  # a class that may name a side
-        return output
+        return registry.unflip_unchanged(output)
 
     def metrics(self, c):
         if not len(c["target"]):
@@ -405,8 +404,7 @@ class PoseTask(ClassTask):
         return c
 
     def unflip(self, output):
-        classes = output[:, list(schema.FLIP_POSE_CLASS)]
-        return torch.cat([classes, -output[:, self.out_dim:]], dim=1)  # the yaw changes sign
+        return registry.unflip_pose(output)  # the classes mirrored, the yaw negated
 
     def metrics(self, c):
         out = super().metrics(c)

@@ -24,12 +24,15 @@ from typing import Any
 import numpy as np
 
 from facemtl._registry import Registry
-from facemtl.data.schema import LANDMARK_NAMES
+from facemtl.data.schema import FLIP_LANDMARKS, FLIP_POSE_CLASS, LANDMARK_NAMES
 
 #: ``read(y, labels, crop)``: ``y`` the output of one face (1-D float64), ``labels`` the metadata's
 #: names of its columns, ``crop`` (x0, y0, side) of the face crop in image pixels; returns the
 #: fields it adds to the face record (a dict value is merged into the same field of another task)
 Reader = Callable[[np.ndarray, list[str], tuple[float, float, float]], dict[str, Any]]
+#: ``unflip(y)``: the (N, dim) outputs of N mirrored crops mapped back to the crops as they were
+#: (numpy or torch alike; a new array): what flip testing averages with the plain pass
+Unflip = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class OutputKind:
     layout: str
     read: Reader
     finds_faces: bool = False  # column 0 is a face logit: the face finder, cascade gate and scene scan use it
+    unflip: Unflip | None = None  # None: no mirror mapping (flip testing keeps the plain pass)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,38 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+# -- the mirror rules of flip testing (``evaluate --flip-test`` via Task.unflip, ``predict --flip-test``) --
+def _copy(y):
+    return y.clone() if hasattr(y, "clone") else y.copy()
+
+
+def unflip_landmarks(y):
+    """Points of a mirrored crop, back on the crop: left and right points swap, x -> 1 - x."""
+    xy = y.reshape(len(y), -1, 2)[:, list(FLIP_LANDMARKS)]  # fancy indexing: a copy
+    xy[..., 0] = 1.0 - xy[..., 0]
+    return xy.reshape(len(y), -1)
+
+
+def unflip_detection(y):
+    """Face logit as it is; the box x, y, w, h mirrored (x -> 1 - x - w)."""
+    out = _copy(y)
+    out[:, 1] = 1.0 - y[:, 1] - y[:, 3]
+    return out
+
+
+def unflip_pose(y):
+    """The 5 pose classes mirrored (left profile <-> right profile, left <-> right), the yaw negated."""
+    k = len(FLIP_POSE_CLASS)
+    out = y[:, list(FLIP_POSE_CLASS) + list(range(k, y.shape[1]))]
+    out[:, k:] = -out[:, k:]
+    return out
+
+
+def unflip_unchanged(y):
+    """No column names a side (attributes, expression): the logits as they are."""
+    return _copy(y)
+
+
 def _read_landmarks(y, labels, crop):
     x0, y0, side = crop
     pts = y.reshape(5, 2) * side + np.array([x0, y0])
@@ -137,11 +173,14 @@ def _read_nothing(y, labels, crop):
 
 for _kind in (
     OutputKind("detection", "column 0 face logit (sigmoid = face probability), 1-4 face box x, y, w, h normalised to the crop",
-               _read_nothing, finds_faces=True),
-    OutputKind("landmarks", "x, y of each point in landmarks.order, normalised to the crop", _read_landmarks),
-    OutputKind("attributes", "one logit per attribute (sigmoid = probability it is present)", _read_attributes),
-    OutputKind("expression", "one logit per class (softmax), FER2013 order", _read_expression),
-    OutputKind("pose", "5 head-pose class logits (softmax), then yaw / 90 degrees when dim is 6", _read_pose),
+               _read_nothing, finds_faces=True, unflip=unflip_detection),
+    OutputKind("landmarks", "x, y of each point in landmarks.order, normalised to the crop", _read_landmarks,
+               unflip=unflip_landmarks),
+    OutputKind("attributes", "one logit per attribute (sigmoid = probability it is present)", _read_attributes,
+               unflip=unflip_unchanged),
+    OutputKind("expression", "one logit per class (softmax), FER2013 order", _read_expression, unflip=unflip_unchanged),
+    OutputKind("pose", "5 head-pose class logits (softmax), then yaw / 90 degrees when dim is 6", _read_pose,
+               unflip=unflip_pose),
     OutputKind("identity", "face embedding (compare with cosine similarity)", _read_identity),
 ):
     register_output(_kind)

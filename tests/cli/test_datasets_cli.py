@@ -50,6 +50,10 @@ def test_ablate_over_two_caches_with_two_mixes(base, tmp_path):
     res = json.loads((tmp_path / "abl" / "runs" / runs[0] / "result.json").read_text())
     assert res["configuration"]["mix"] == "lm=1,at=3" and res["config"]["data"]["mix"] == "lm=1,at=3"
     assert res["datasets"] == ["lm", "at"] and (tmp_path / "abl" / "runs" / runs[0] / "eval" / "lm" / "metrics.json").exists()
+    out = invoke(["ablate", "--tasks", "landmarks,smile", "--subsets", "landmarks+smile", "--data", f"{lm},{at}",
+                  "--mix", "proportional", "--mix", "lm=1,at=3", *TINY, "--out", str(tmp_path / "abl"), "--flip-test"])
+    assert "evaluated again" in out and "0 runs trained" in out
+    assert json.loads((tmp_path / "abl" / "runs" / runs[0] / "eval" / "lm" / "metrics.json").read_text())["flip_test"] is True
 
 
 def test_ablate_mix_options(base, tmp_path):

@@ -65,12 +65,13 @@ def test_flip_twice_is_identity():
     assert torch.equal(b1["attributes"], b["attributes"]) and b1["present"] == b["present"]
 
 
-@pytest.mark.parametrize("preset", ["light", "standard", "strong"])
-def test_landmarks_follow_the_pixels(preset):
+@pytest.mark.parametrize(("preset", "stretch"), [("light", None), ("standard", None), ("strong", None), ("strong", 0.25)])
+def test_landmarks_follow_the_pixels(preset, stretch):
     """A dot drawn at a landmark is still under that landmark's transformed position."""
     b = _batch(16, seed=1)
     # photometric changes off: they would move nothing but add noise to the blob's centre
-    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0, texture=0, erase=0))
+    aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0,
+                                     texture=0, erase=0, stretch=stretch))
     for k in range(5):
         out, nb = aug([_dots(b["landmarks"], k)], b, epoch=3, batch_index=k)
         peak = _peak(out[0])
@@ -94,6 +95,27 @@ def test_box_centre_and_roll_follow_the_image():
     # the box's centre moves like a landmark would; its size scales with the zoom only
     scale = nb["bbox"][:, 2] / b["bbox"][:, 2]
     assert torch.allclose(nb["bbox"][:, 3] / b["bbox"][:, 3], scale) and ((scale > 0.89) & (scale < 1.11)).all()
+
+
+def test_stretch_widens_and_shortens_in_the_faces_axes():
+    aug = BatchAugment(AugmentConfig(stretch=0.2))
+    b = _batch(32)
+    _, nb = aug([torch.zeros(32, 3, S, S)], b, epoch=0, batch_index=2)
+    wx = nb["bbox"][:, 2] / b["bbox"][:, 2]
+    hy = nb["bbox"][:, 3] / b["bbox"][:, 3]
+    assert torch.allclose(wx * hy, torch.ones(32), atol=1e-5)  # a, then 1 / a: the area is kept
+    assert ((wx > 1 / 1.2 - 1e-5) & (wx < 1.2 + 1e-5)).all() and (wx > 1.05).any() and (wx < 0.95).any()
+    eyes = (nb["landmarks"][:, 1, 0] - nb["landmarks"][:, 0, 0]) / (b["landmarks"][:, 1, 0] - b["landmarks"][:, 0, 0])
+    assert torch.allclose(eyes, wx, atol=1e-5)  # the eye distance widens with the box
+    centre = nb["bbox"][:, :2] + nb["bbox"][:, 2:] / 2
+    assert torch.allclose(centre, torch.full((32, 2), 0.5) + (b["bbox"][:, :2] + b["bbox"][:, 2:] / 2 - 0.5) * torch.stack([wx, hy], 1), atol=1e-5)
+    # adding the stretch leaves every other draw as it was
+    base = BatchAugment(AugmentConfig(preset="standard"))
+    more = BatchAugment(AugmentConfig(preset="standard", stretch=0.2))
+    x = [torch.rand(8, 3, S, S)]
+    _, b0 = base(x, _batch(8), epoch=1, batch_index=0)
+    _, b1 = more(x, _batch(8), epoch=1, batch_index=0)
+    assert torch.equal(b0["pose"], b1["pose"]) and not torch.allclose(b0["landmarks"], b1["landmarks"])
 
 
 def test_roll_sign_matches_synthfaces():

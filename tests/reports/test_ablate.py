@@ -107,6 +107,29 @@ def test_rerun_skips_finished_runs(tiny_ablation, cache, base):
         run_ablation(plan, tiny_config(cache, base / "unused", steps=3), tiny_ablation.out_dir)
 
 
+def test_rerun_with_flip_test_or_another_split_evaluates_again(tiny_ablation, cache, base, tmp_path):
+    """A finished run measured otherwise is evaluated again, not retrained; the report says how."""
+    import shutil
+
+    out = tmp_path / "abl"
+    shutil.copytree(tiny_ablation.out_dir, out)
+    plan = plan_ablation(["landmarks", "smile"], subsets="singles")
+    ckpt = out / "runs" / "landmarks__s0" / "best.pt"
+    before = ckpt.stat().st_mtime_ns
+    again = run_ablation(plan, tiny_config(cache, base / "unused", steps=2), out, flip_test=True)
+    assert (again.trained, again.skipped) == (0, 3) and ckpt.stat().st_mtime_ns == before
+    res = json.loads((out / "runs" / "landmarks__s0" / "result.json").read_text())
+    assert res["flip_test"] is True and res["seconds"] == tiny_ablation.results[0]["seconds"]
+    assert again.table.loc["landmarks", "landmarks/nme"] != tiny_ablation.table.loc["landmarks", "landmarks/nme"]
+    assert "with flip testing" in (out / "ablation.md").read_text()
+    same = run_ablation(plan, tiny_config(cache, base / "unused", steps=2), out, flip_test=True)
+    pd.testing.assert_frame_equal(same.table, again.table)
+    val = run_ablation(plan, tiny_config(cache, base / "unused", steps=2), out, split="val")
+    res = json.loads((out / "runs" / "landmarks__s0" / "result.json").read_text())
+    assert (res["split"], res["flip_test"]) == ("val", False) and "split **val**" in (out / "ablation.md").read_text()
+    assert val.trained == 0
+
+
 def test_table_means_stds_over_seeds():
     """ablation_table on hand-made results: mean / sample std over seeds and Delta-m% from them."""
     plan = plan_ablation(["landmarks", "smile"], subsets="singles", seeds=2)
