@@ -96,8 +96,13 @@ class Task:
     def unflip(self, output: Tensor) -> Tensor | None:
         """The head's ``output`` on a horizontally flipped image, mapped back to the image as it
         was (flip testing averages the two); None when the task has no such mapping (the
-        flipped pass is then not used for it)."""
-        return None
+        flipped pass is then not used for it). By default the mirror rule of the task's exported
+        output kind (:attr:`facemtl.tasks.registry.OutputKind.unflip`), which ``facemtl predict
+        --flip-test`` applies too, so evaluation and prediction mirror alike."""
+        from facemtl.tasks.registry import output_kind
+
+        kind = output_kind(self.export_output()[0])
+        return kind.unflip(output) if kind is not None and kind.unflip is not None else None
 
     # -- self-description (facemtl.tasks.registry) --------------------------------------------
     def export_output(self) -> tuple[str, int, list[str]]:

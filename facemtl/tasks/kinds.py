@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from facemtl.data import schema
 from facemtl.errors import ConfigError, UnknownNameError
-from facemtl.tasks import registry
 from facemtl.tasks.base import Task, masked_mean
 
 
@@ -104,9 +103,6 @@ class AttributesTask(Task):
 
     def collect(self, output, batch):
         return {"prob": _np(torch.sigmoid(output.float())), "target": batch["attributes"][:, list(self.columns)].cpu().numpy()}
-
-    def unflip(self, output):
-        return registry.unflip_unchanged(output)  # no attribute names a side
 
     def metrics(self, c):
         return _binary_metrics(c["prob"], c["target"])
@@ -245,9 +241,6 @@ class LandmarksTask(Task):
         yaw = _np(pose[:, 0]).astype(np.float64)[m] if pose is not None else np.full(int(m.sum()), np.nan)
         return {"pred": _np(output)[m].reshape(-1, 5, 2), "target": _np(batch["landmarks"])[m], "yaw": yaw}
 
-    def unflip(self, output):
-        return registry.unflip_landmarks(output)
-
     def metrics(self, c):
         if not len(c["target"]):
             return {}
@@ -296,9 +289,6 @@ class DetectionTask(Task):
             "score": _np(torch.sigmoid(output[:, 0].float())), "face": batch["face"].cpu().numpy(),
             "box_pred": _np(output[:, 1:5]), "box": _np(batch["bbox"]),
         }
-
-    def unflip(self, output):
-        return registry.unflip_detection(output)
 
     def metrics(self, c):
         from facemtl.metrics.detection import box_iou_xywh
@@ -354,11 +344,6 @@ class ClassTask(Task):
         m = y >= 0
         return {"pred": _np(output[:, : self.out_dim]).argmax(1)[m], "target": y[m]}
 
-    def unflip(self, output):
-        if self.label_key != "expression":
-            return None  # a class that may name a side
-        return registry.unflip_unchanged(output)
-
     def metrics(self, c):
         if not len(c["target"]):
             return {}
@@ -402,9 +387,6 @@ class PoseTask(ClassTask):
             m = np.isfinite(yaw)
             c["yaw_pred"], c["yaw"] = _np(output[:, self.out_dim])[m] * 90.0, yaw[m]
         return c
-
-    def unflip(self, output):
-        return registry.unflip_pose(output)  # the classes mirrored, the yaw negated
 
     def metrics(self, c):
         out = super().metrics(c)
