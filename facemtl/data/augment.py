@@ -265,11 +265,11 @@ def forward_matrix(p: dict[str, Any]) -> tuple[Tensor, Tensor]:
     c, s = torch.cos(p["angle"]), torch.sin(p["angle"])
     rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (B, 2, 2)
     f = torch.where(p["flip"], -1.0, 1.0)
-    flip = torch.diag_embed(torch.stack([f, torch.ones_like(f)], -1))
-    if "aspect" in p:
+    before_rot = torch.diag_embed(torch.stack([f, torch.ones_like(f)], -1))  # the flip
+    if "aspect" in p:  # then the stretch
         a = p["aspect"]
-        flip = torch.diag_embed(torch.stack([a, 1.0 / a], -1)) @ flip
-    m = p["scale"].view(-1, 1, 1) * rot @ flip
+        before_rot = torch.diag_embed(torch.stack([a, 1.0 / a], -1)) @ before_rot
+    m = p["scale"].view(-1, 1, 1) * rot @ before_rot
     return m, p["shift"] * 2.0  # a shift of t image sides is 2t in grid units
 
 

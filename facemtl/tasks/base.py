@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor, nn
 
+from facemtl.tasks.registry import output_kind
+
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -99,8 +101,6 @@ class Task:
         flipped pass is then not used for it). By default the mirror rule of the task's exported
         output kind (:attr:`facemtl.tasks.registry.OutputKind.unflip`), which ``facemtl predict
         --flip-test`` applies too, so evaluation and prediction mirror alike."""
-        from facemtl.tasks.registry import output_kind
-
         kind = output_kind(self.export_output()[0])
         return kind.unflip(output) if kind is not None and kind.unflip is not None else None
 
