@@ -13,7 +13,10 @@ geometry (one 2x3 affine per sample, ``F.affine_grid`` + ``F.grid_sample``, bili
     under rotation. Pixels that come from outside the image are black (zeros), like the padding
     ``facemtl predict`` uses around a photo. Landmarks that leave the frame stay regression targets
     (coordinates a little outside [0, 1]; the model's outputs are not clamped) and boxes are not
-    clipped; the default ranges keep the face inside the frame.
+    clipped; the default ranges keep the face inside the frame. An optional smooth warp
+    (``warp``, off in every preset) shifts the sampling grid by a bicubically interpolated random
+    field after the affine; landmarks follow by the field's inverse and each box side by where its
+    midpoint goes.
 photometry (per sample)
     brightness, contrast, saturation, hue (a rotation of the YIQ chroma plane), greyscale, a mild
     blur (a 3x3 binomial kernel, too weak to make a face ``Blurry``; that label is not changed),
@@ -73,6 +76,7 @@ class AugmentConfig:
     rotate: float | None = None
     translate: float | None = None
     stretch: float | None = None
+    warp: float | None = None
     brightness: float | None = None
     contrast: float | None = None
     saturation: float | None = None
@@ -104,6 +108,9 @@ class AugmentConfig:
         for k, v in values.items():
             if v < 0 or (k in _PROBABILITIES and v > 1):
                 raise ConfigError(f"augment.{k} = {v} is out of range ({'a probability in [0, 1]' if k in _PROBABILITIES else 'must be >= 0'}).")
+        if values["warp"] > WARP_MAX:
+            raise ConfigError(f"augment.warp = {values['warp']:g} is too large: the warp must stay a smooth, invertible "
+                              f"change of proportions (use at most {WARP_MAX:g} of the image side).")
         if values["scale"] >= 1:
             raise ConfigError(f"augment.scale = {values['scale']}: the zoom range 1 +- scale must stay positive (use < 1).")
         return values
@@ -116,8 +123,15 @@ class AugmentConfig:
 _PROBABILITIES = {"flip", "grey", "blur", "lowres", "texture", "randconv", "erase"}
 #: settings that shape a change rather than switch it on
 _SHAPES = {"randconv_kernel"}
-_OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, stretch=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+_OFF = dict(flip=0.0, scale=0.0, rotate=0.0, translate=0.0, stretch=0.0, warp=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
             hue=0.0, grey=0.0, blur=0.0, noise=0.0, lowres=0.0, texture=0.0, randconv=0.0, randconv_kernel=7.0, erase=0.0)
+#: ``warp`` moves the points of a ``WARP_GRID`` x ``WARP_GRID`` control grid spanning the image by up
+#: to ``warp`` of the side each way and interpolates the shift bicubically in between: parts of a
+#: face move against each other (eyes up, mouth down, a cheek out), which no affine does. The
+#: largest setting keeps the warp invertible, so that the labels can follow it (``_unwarp``).
+WARP_GRID = 4
+WARP_MAX = 0.06
+WARP_INVERSE_STEPS = 10
 #: ``lowres`` shrinks an image by one of ``LOWRES_LEVELS`` factors spaced evenly in log over this
 #: range (1.5, 1.89, 2.38, 3; few sizes keep it to a few resize calls per batch) before enlarging
 #: it back: a 64 px input then carries the detail of a 21-43 px source. The face finder cuts windows
@@ -194,7 +208,7 @@ class BatchAugment:
         theta = _inverse_theta(p)  # (B, 2, 3) output -> input grid coordinates
         for k, x in enumerate(inputs):
             if p["geometric"]:
-                grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+                grid = _sampling_grid(theta.to(x.device, x.dtype), p.get("warp"), list(x.shape))
                 x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             x = _photometric(x, p, k)  # parameters stay on the CPU; each op moves the few it needs
             out.append(x)
@@ -252,7 +266,9 @@ class BatchAugment:
         if v["stretch"] > 0:  # after randconv, for the same reason
             top = math.log1p(v["stretch"])
             p["aspect"] = torch.exp(u(-top, top))
-        p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate", "stretch"))
+        if v["warp"] > 0:  # after the stretch, for the same reason; control-point shifts in grid units
+            p["warp"] = (torch.rand(n, 2, WARP_GRID, WARP_GRID, generator=g) * 2 - 1) * (2 * v["warp"])
+        p["geometric"] = any(v[k] > 0 for k in ("flip", "scale", "rotate", "translate", "stretch", "warp"))
         p["photometric"] = {k for k in ("texture", "randconv", "brightness", "contrast", "saturation", "hue", "grey", "blur", "lowres", "noise", "erase")
                             if v[k] > 0}
         return p
@@ -279,9 +295,42 @@ def _inverse_theta(p: dict[str, Any]) -> Tensor:
     return torch.cat([inv, -(inv @ t.unsqueeze(-1))], dim=2)  # g_in = inv (g_out - t)
 
 
+def _warp_field(ctrl: Tensor, points: Tensor) -> Tensor:
+    """The warp's shift (B, ..., 2) at grid points (B, ..., 2): the control grid's shifts (B, 2, G, G),
+    corners at the image's corners, interpolated bicubically. One function for pixels and labels,
+    so both see the same shift whatever the input size."""
+    flat = points.reshape(points.shape[0], 1, -1, 2)
+    d = F.grid_sample(ctrl.to(points.device, points.dtype), flat, mode="bicubic", padding_mode="border", align_corners=True)
+    return d[:, :, 0].transpose(1, 2).reshape(points.shape)
+
+
+def _sampling_grid(theta: Tensor, warp: Tensor | None, shape: list[int]) -> Tensor:
+    """Output pixel -> input grid point: the warp's shift first (the warp is the last change of the
+    content), then the inverse affine."""
+    if warp is None:
+        return F.affine_grid(theta, shape, align_corners=False)
+    eye = torch.eye(2, 3, dtype=theta.dtype, device=theta.device).expand(shape[0], 2, 3)
+    base = F.affine_grid(eye, shape, align_corners=False)  # (B, H, W, 2) output pixel centres
+    moved = base + _warp_field(warp, base)
+    return torch.einsum("bij,bhwj->bhwi", theta[:, :, :2], moved) + theta[:, None, None, :, 2]
+
+
+def _unwarp(points: Tensor, ctrl: Tensor) -> Tensor:
+    """Where content at grid points ``points`` (B, N, 2) lands after the warp: the q with
+    q + shift(q) = points, by fixed-point steps (the shift's slope stays well under 1 at
+    ``WARP_MAX``, so each step shrinks the error several times). Missing (NaN) points stay missing."""
+    known = torch.isfinite(points)
+    target = torch.where(known, points, torch.zeros_like(points))
+    q = target
+    for _ in range(WARP_INVERSE_STEPS):
+        q = target - _warp_field(ctrl, q)
+    return torch.where(known, q, points)
+
+
 def _transform_labels(batch: dict[str, Any], p: dict[str, Any]) -> None:
     m, t = forward_matrix(p)
     flip = p["flip"]
+    warp = p.get("warp")
     if "landmarks" in batch:
         lm = batch["landmarks"]
         dev = lm.device
@@ -290,6 +339,8 @@ def _transform_labels(batch: dict[str, Any], p: dict[str, Any]) -> None:
         g = torch.einsum("bij,bkj->bki", mm, g) + tt.unsqueeze(1)
         swapped = g[:, list(FLIP_LANDMARKS)]
         g = torch.where(flip.to(dev).view(-1, 1, 1), swapped, g)
+        if warp is not None:
+            g = _unwarp(g, warp)
         batch["landmarks"] = (g + 1) / 2
     if "bbox" in batch:
         box = batch["bbox"]
@@ -301,7 +352,16 @@ def _transform_labels(batch: dict[str, Any], p: dict[str, Any]) -> None:
         if "aspect" in p:  # the box's sides follow the stretch (its rotation is left out, as above)
             a = p["aspect"].to(dev, box.dtype)
             wh = wh * torch.stack([a, 1.0 / a], 1)
-        batch["bbox"] = torch.cat([(centre + 1) / 2 - wh / 2, wh], dim=1)
+        if warp is None:
+            batch["bbox"] = torch.cat([(centre + 1) / 2 - wh / 2, wh], dim=1)
+        else:  # the box's sides are where the warp takes the midpoints of its four sides
+            half = wh  # half the side in grid units (a side of w image widths is 2w grid units)
+            zero = torch.zeros_like(half[:, 0])
+            offsets = torch.stack([torch.stack([-half[:, 0], zero], 1), torch.stack([half[:, 0], zero], 1),
+                                   torch.stack([zero, -half[:, 1]], 1), torch.stack([zero, half[:, 1]], 1)], 1)
+            mid = _unwarp(centre.unsqueeze(1) + offsets, warp)  # left, right, top, bottom
+            x0, x1, y0, y1 = mid[:, 0, 0], mid[:, 1, 0], mid[:, 2, 1], mid[:, 3, 1]
+            batch["bbox"] = torch.stack([(x0 + 1) / 2, (y0 + 1) / 2, (x1 - x0) / 2, (y1 - y0) / 2], 1)
     if "pose" in batch:
         pose = batch["pose"].clone()
         dev = pose.device

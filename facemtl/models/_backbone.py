@@ -101,6 +101,45 @@ class Preprocess(nn.Module):
         return f"channels={self.channels}"
 
 
+class MixStyle(nn.Module):
+    """MixStyle (Zhou et al., "Domain Generalization with MixStyle", ICLR 2021), in training only.
+
+    With probability ``p`` per batch, each sample's feature map keeps its normalised content but
+    takes a mix of its own channel statistics (mean and standard deviation over the map) and those
+    of another sample of the batch: ``gamma = lam * sigma_i + (1 - lam) * sigma_j``, ``beta`` alike,
+    ``lam ~ Beta(alpha, alpha)`` per sample, ``j`` a random permutation; the statistics are detached
+    as in the paper. Placed after early layers, where the statistics carry the style of an image
+    (its colours and texture) rather than what it shows, it mixes the style of photos into the
+    rendered faces and back. In evaluation (and export) it is the identity. It draws from torch's
+    global generator, like dropout, whose state the checkpoints keep.
+    """
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        if not 0.0 <= p <= 1.0 or alpha <= 0:
+            raise ConfigError(f"MixStyle needs p in [0, 1] and alpha > 0, got p={p}, alpha={alpha}.")
+        self.p, self.alpha, self.eps = float(p), float(alpha), float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.shape[0] < 2:
+            return x
+        if float(torch.rand(1)) >= self.p:
+            return x
+        b = x.shape[0]
+        mu = x.mean(dim=(2, 3), keepdim=True).detach()
+        sig = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
+        a = torch.full((b, 1, 1, 1), self.alpha)
+        g1, g2 = torch._standard_gamma(a), torch._standard_gamma(a)  # Beta(a, a) = G1 / (G1 + G2)
+        lam = (g1 / (g1 + g2)).to(x.device, x.dtype)
+        perm = torch.randperm(b).to(x.device)
+        mu_mix = lam * mu + (1 - lam) * mu[perm]
+        sig_mix = lam * sig + (1 - lam) * sig[perm]
+        return (x - mu) / sig * sig_mix + mu_mix
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, alpha={self.alpha}"
+
+
 # -- small helpers shared by the builders ----------------------------------------------------------
 def size_error(name: str, size: int, works: str) -> ConfigError:
     return ConfigError(f"backbone '{name}' cannot take {size}x{size} inputs; {works}.")

@@ -13,6 +13,7 @@ from facemtl.models._backbone import (
     GREY_MEAN,
     GREY_STD,
     Backbone,
+    MixStyle,
     conv_bn_relu,
     init_relu_net,
     probe_shape,
@@ -129,7 +130,7 @@ def tcdcn(
 
 # -- small: the fast default -----------------------------------------------------------------------
 @BACKBONES.register("small")
-def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
+def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0.0) -> Backbone:
     """A fast conv-BN-ReLU net for the default recipe (RGB, 64 px by default, 112 works as well).
 
     stem conv s2 (w) -> [conv s2 + conv] x 3 (2w, 4w, 8w) -> average pool to 4x4 -> fc 8w (BN, ReLU).
@@ -137,18 +138,24 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
     Default ``width=32``: 256-d feature, about 2.2 M parameters, about 46 MMAC per image at 64 px.
     Any size from 32 px up works (the output stride is 16). The three stages' feature maps (strides
     4, 8, 16) are exposed to spatial heads (the landmark heatmap head, :mod:`facemtl.tasks.heatmap`).
+    ``mixstyle`` p > 0 puts :class:`MixStyle` (applied to a batch with probability p, training only)
+    after the stem and after the first stage, where the paper puts it.
     """
     size = resolve_size("small", input_size, 64)
     if size < 32:
         raise size_error("small", size, "it takes 32 px and more (64 or 112 recommended)")
     w = int(width)
     layers: list[nn.Module] = conv_bn_relu(3, w, stride=2)  # (B, w, S/2, S/2)
+    if mixstyle > 0:
+        layers.append(MixStyle(mixstyle))
     cin = w
     taps = []
     for c in (2 * w, 4 * w, 8 * w):  # each stage halves the resolution
         layers += conv_bn_relu(cin, c, stride=2) + conv_bn_relu(c, c)
+        if mixstyle > 0 and c == 2 * w:
+            layers.append(MixStyle(mixstyle))
         cin = c
-        taps.append(len(layers) - 1)  # after each stage's last ReLU: strides 4, 8, 16
+        taps.append(len(layers) - 1)  # after each stage's last module: strides 4, 8, 16
     # Keep a coarse layout (at most 4x4) instead of global pooling: landmarks and boxes need to know
     # *where*. The final map is ceil(S/16) wide; average it in k x k windows (ceil mode, k fixed
     # at build time) rather than with AdaptiveAvgPool2d(4), which ONNX cannot export when the map
@@ -163,7 +170,8 @@ def small(input_size: int | None = None, *, width: int = 32) -> Backbone:
         nn.Linear(cin * grid * grid, feat), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),  # (B, 8w)
     )
     init_relu_net(trunk)
-    return Backbone(trunk, feat, size, 3, options={"width": w}, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w),
+    options = {"width": w, **({"mixstyle": float(mixstyle)} if mixstyle > 0 else {})}
+    return Backbone(trunk, feat, size, 3, options=options, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w),
                     stages=tuple(taps), stage_channels=(2 * w, 4 * w, 8 * w))
 
 

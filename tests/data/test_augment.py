@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facemtl.data.augment import FLIP_LANDMARKS, AugmentConfig, BatchAugment
+from facemtl.data.augment import FLIP_LANDMARKS, AugmentConfig, BatchAugment, batch_generator
 from facemtl.errors import ConfigError, UnknownNameError
 
 S = 64
@@ -65,13 +65,14 @@ def test_flip_twice_is_identity():
     assert torch.equal(b1["attributes"], b["attributes"]) and b1["present"] == b["present"]
 
 
-@pytest.mark.parametrize(("preset", "stretch"), [("light", None), ("standard", None), ("strong", None), ("strong", 0.25)])
-def test_landmarks_follow_the_pixels(preset, stretch):
+@pytest.mark.parametrize(("preset", "stretch", "warp"), [("light", None, None), ("standard", None, None), ("strong", None, None),
+                                                        ("strong", 0.25, None), ("standard", None, 0.06), ("none", None, 0.06)])
+def test_landmarks_follow_the_pixels(preset, stretch, warp):
     """A dot drawn at a landmark is still under that landmark's transformed position."""
     b = _batch(16, seed=1)
     # photometric changes off: they would move nothing but add noise to the blob's centre
     aug = BatchAugment(AugmentConfig(preset=preset, brightness=0, contrast=0, saturation=0, hue=0, grey=0, blur=0, noise=0, lowres=0,
-                                     texture=0, erase=0, stretch=stretch))
+                                     texture=0, erase=0, stretch=stretch, warp=warp))
     for k in range(5):
         out, nb = aug([_dots(b["landmarks"], k)], b, epoch=3, batch_index=k)
         peak = _peak(out[0])
@@ -80,6 +81,34 @@ def test_landmarks_follow_the_pixels(preset, stretch):
         where = nb["landmarks"][torch.arange(16), j]
         err_px = ((peak - where).norm(dim=1) * S).max().item()
         assert err_px < 0.35, (k, err_px)
+
+
+def test_warp_moves_parts_against_each_other_and_boxes_follow():
+    """The warp is not an affine: distances between landmarks change by different factors; each
+    side of a box goes where the warp takes that side's midpoint (a dot drawn there); adding the
+    warp leaves every other draw as it was."""
+    b = _batch(16, seed=2)
+    aug = BatchAugment(AugmentConfig(warp=0.05))
+    x0, y0, w, h = b["bbox"].unbind(1)
+    mids = torch.stack([torch.stack([x0, y0 + h / 2], 1), torch.stack([x0 + w, y0 + h / 2], 1),
+                        torch.stack([x0 + w / 2, y0], 1), torch.stack([x0 + w / 2, y0 + h], 1)], 1)
+    for k in range(4):  # left, right, top, bottom
+        out, nb = aug([_dots(mids, k)], b, epoch=1, batch_index=0)
+        seen = _peak(out[0])
+        nx0, ny0, nw, nh = nb["bbox"].unbind(1)
+        side = [nx0, nx0 + nw, ny0, ny0 + nh][k]
+        err_px = ((seen[:, 0 if k < 2 else 1] - side).abs() * S).max().item()
+        assert err_px < 0.35, (k, err_px)
+    assert ((nb["bbox"][:, 2:] / b["bbox"][:, 2:] - 1).abs() > 0.01).any()  # the box changed shape
+    lm0, lm1 = b["landmarks"], nb["landmarks"]
+    ratio = lambda lm: (lm[:, 3] - lm[:, 0]).norm(dim=1) / (lm[:, 1] - lm[:, 0]).norm(dim=1)
+    assert (ratio(lm1) / ratio(lm0) - 1).abs().max() > 0.02  # proportions change
+    assert (lm1 - lm0).abs().max() * S < 0.06 * 2 * S  # by at most about the warp's size
+    plain = BatchAugment(AugmentConfig(preset="standard"))._draw(16, batch_generator(0, 1, 2))
+    more = BatchAugment(AugmentConfig(preset="standard", warp=0.05))._draw(16, batch_generator(0, 1, 2))
+    assert all(torch.equal(plain[k], more[k]) for k in plain if isinstance(plain[k], torch.Tensor))
+    with pytest.raises(ConfigError, match="augment.warp"):
+        AugmentConfig(warp=0.2)
 
 
 def test_box_centre_and_roll_follow_the_image():

@@ -113,12 +113,14 @@ class StopAt(Callbacks):
 # Exact resume of every weighting strategy: tests/engine/test_strategies_e2e.py
 
 
-def test_augmented_training_resumes_exactly(synth_cache, tmp_path):
-    """Augmentation draws from (seed, epoch, batch): a run cut mid-epoch ends with the same weights."""
+@pytest.mark.parametrize("extra", [{}, {"augment.warp": 0.05, "model.options.mixstyle": 1.0}], ids=["strong", "warp-mixstyle"])
+def test_augmented_training_resumes_exactly(synth_cache, tmp_path, extra):
+    """Augmentation draws from (seed, epoch, batch), MixStyle from torch's generator whose state
+    the checkpoint keeps: a run cut mid-epoch ends with the same weights."""
     import torch
 
     over = {"tasks.names": ["landmarks", "pose", "smile"], "model.input_size": 56, "train.epochs": 2,
-            "train.max_steps_per_epoch": 5, "augment.preset": "strong"}
+            "train.max_steps_per_epoch": 5, "augment.preset": "strong", **extra}
     full = train(quick("default", synth_cache, tmp_path / "full", **over))
     cfg = quick("default", synth_cache, tmp_path / "cut", **over)
     with pytest.raises(KeyboardInterrupt):
