@@ -126,15 +126,16 @@ class MixStyle(nn.Module):
         if float(torch.rand(1)) >= self.p:
             return x
         b = x.shape[0]
-        mu = x.mean(dim=(2, 3), keepdim=True).detach()
-        sig = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
+        xf = x.float()  # statistics in float32 also under bf16 / fp16 autocast
+        mu = xf.mean(dim=(2, 3), keepdim=True).detach()
+        sig = (xf.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
         a = torch.full((b, 1, 1, 1), self.alpha)
         g1, g2 = torch._standard_gamma(a), torch._standard_gamma(a)  # Beta(a, a) = G1 / (G1 + G2)
-        lam = (g1 / (g1 + g2)).to(x.device, x.dtype)
+        lam = (g1 / (g1 + g2)).to(x.device)
         perm = torch.randperm(b).to(x.device)
         mu_mix = lam * mu + (1 - lam) * mu[perm]
         sig_mix = lam * sig + (1 - lam) * sig[perm]
-        return (x - mu) / sig * sig_mix + mu_mix
+        return ((xf - mu) / sig * sig_mix + mu_mix).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, alpha={self.alpha}"

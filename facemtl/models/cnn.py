@@ -144,6 +144,8 @@ def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0
     size = resolve_size("small", input_size, 64)
     if size < 32:
         raise size_error("small", size, "it takes 32 px and more (64 or 112 recommended)")
+    if not 0.0 <= mixstyle <= 1.0:
+        raise ConfigError(f"model.options.mixstyle = {mixstyle} must be a probability per batch in [0, 1] (0 = off).")
     w = int(width)
     layers: list[nn.Module] = conv_bn_relu(3, w, stride=2)  # (B, w, S/2, S/2)
     if mixstyle > 0:

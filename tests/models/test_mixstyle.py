@@ -85,3 +85,16 @@ def test_small_backbone_places_it_and_scripts():
     torch.testing.assert_close(scripted(x), b.trunk(x))
     with pytest.raises(ConfigError, match="MixStyle"):
         MixStyle(p=1.5)
+    with pytest.raises(ConfigError, match=r"model.options.mixstyle = 2"):
+        small(64, mixstyle=2)
+
+
+def test_bf16_input_keeps_its_dtype_and_float_statistics():
+    x = _maps()
+    m = MixStyle(p=1.0).train()
+    torch.manual_seed(1)
+    ref = m(x)
+    torch.manual_seed(1)
+    got = m(x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), ref, atol=0.1, rtol=0.05)
