@@ -321,6 +321,7 @@ def _unwarp(points: Tensor, ctrl: Tensor) -> Tensor:
     ``WARP_MAX``, so each step shrinks the error several times). Missing (NaN) points stay missing."""
     known = torch.isfinite(points)
     target = torch.where(known, points, torch.zeros_like(points))
+    ctrl = ctrl.to(points.device, points.dtype)  # once, not in each of the steps below
     q = target
     for _ in range(WARP_INVERSE_STEPS):
         q = target - _warp_field(ctrl, q)
