@@ -94,6 +94,11 @@ class RichCallbacks(Callbacks):
         self.progress.update(self.epoch_task, completed=epoch + 1, info=info)
         self.progress.reset(self.step_task, total=self.steps)
 
+    def on_mine(self, *, epoch, record):
+        line = (f"mined {record['kept']} hard non-faces from {record['scenes']} scenes before epoch {epoch + 1} "
+                f"(mean face score {record['mean_score']:.2f}; pool {record['pool']})")
+        (self.progress.console if self.live else err_console).print(line, highlight=False, soft_wrap=True)
+
     def close(self) -> None:
         self.progress.stop()
 

@@ -1,7 +1,7 @@
 """Frozen run configuration: data, model, tasks, weighting and training settings.
 
 Recipes are TOML files with the same sections (``[data]``, ``[model]``, ``[tasks]``,
-``[weighting]``, ``[train]``, ``[augment]``) plus top-level ``name``, ``description``, ``paper`` and
+``[weighting]``, ``[train]``, ``[augment]``, ``[mine]``) plus top-level ``name``, ``description``, ``paper`` and
 ``written_for``. CLI flags override recipe values through :func:`apply_overrides` with dotted
 keys (``train.epochs=3``). The resolved configuration is written into every run folder.
 
@@ -30,6 +30,7 @@ from typing import Any
 import tomllib
 
 from facemtl.data.augment import AugmentConfig
+from facemtl.engine.mining import MineConfig
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 from facemtl.utils.options import parse_bool, parse_bool_or_auto
 
@@ -136,6 +137,7 @@ class RunConfig:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
 
     # -- conversions ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +191,7 @@ class RunConfig:
             ("model.input_size", self.model.input_size, self.model.input_size is None or self.model.input_size >= 1,
              "a positive number of pixels"),
         ]
+        checks += self.mine.checks()
         for task, k in t.shared_epochs.items():
             checks.append((f"train.shared_epochs.{task}", k, isinstance(k, int) and not isinstance(k, bool) and k >= 0,
                            "a whole number of epochs, 0 or more"))
@@ -227,7 +230,7 @@ _FLAGS = {
 
 _SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "tasks": TasksConfig, "weighting": WeightingConfig, "train": TrainConfig,
-    "augment": AugmentConfig,
+    "augment": AugmentConfig, "mine": MineConfig,
 }
 
 

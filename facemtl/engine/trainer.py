@@ -46,6 +46,7 @@ from facemtl.engine.config import RunConfig, to_toml
 from facemtl.engine.data import RunData
 from facemtl.engine.ema import ModelEMA
 from facemtl.engine.interrupt import DeferredStop
+from facemtl.engine.mining import HardNegatives, synth_config_of
 from facemtl.engine.schedules import lr_multiplier
 from facemtl.engine.state import EpochSums, TrainState
 from facemtl.engine.steps import add_gradients, autocast_for, evaluate_split, input_plan, make_inputs, own_gradients, task_losses
@@ -80,6 +81,7 @@ class Callbacks:
     def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, tasks: list[str], run_dir: Path) -> None: ...
     def on_step(self, *, epoch: int, step: int, losses: dict[str, float], weights: dict[str, float]) -> None: ...
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None: ...
+    def on_mine(self, *, epoch: int, record: dict[str, Any]) -> None: ...
     def on_train_end(self, *, model: torch.nn.Module, strategy: torch.nn.Module) -> None: ...
 
 
@@ -140,6 +142,7 @@ class Run:
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
     task_params: list[torch.nn.Parameter] = field(default_factory=list)  # the heads' (and criteria's): not shared
     ema: ModelEMA | None = None  # train.ema > 0: the averaged weights, which validation, best.pt and export use
+    mined: HardNegatives | None = None  # [mine]: hard non-faces appended to every training batch
     tb: Any = None
 
     @property
@@ -170,6 +173,7 @@ class Run:
         save_checkpoint(path, {
             "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_info": self.info.to_dict(),
             "model": self.eval_model.state_dict(), **averaged, "weighting": self.strategy.state_dict(),
+            **({"mined": self.mined.state_dict()} if self.mined is not None else {}),
             "optimizer": self.optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_state(), **state.state_dict(),
             # the cache as given and where it was then, so evaluate finds it from another folder
@@ -277,16 +281,30 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
     train_loader = data.train_loader(cfg, model, dist_info, device)
     val_loaders = data.eval_loaders(cfg, model, cfg.data.val_split, max(cfg.train.batch_size, 128)) if dist_info.is_main else []
     augment = BatchAugment(cfg.augment, seed=cfg.train.seed + 1_000_003 * dist_info.rank, attribute_names=info.attribute_names)
+    plan = data.train_plan(model)
     return Run(
         cfg=cfg, dist=dist_info, device=device, data=data, info=info, tasks=tasks, model=model, strategy=strategy,
         grad_mode=strategy.grad_mode(cfg.weighting.grad_mode), optimizer=optimizer, autocast=autocast, scaler=scaler,
-        plan=data.train_plan(model), channels_last=channels_last, train_loader=train_loader, val_loaders=val_loaders,
+        plan=plan, channels_last=channels_last, train_loader=train_loader, val_loaders=val_loaders,
         augment=augment if augment.enabled else None,
         forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
         shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
         task_params=task_parameters(model),
         ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None,
+        mined=build_miner(cfg, data, [t.name for t in tasks], plan, dist_info.rank),
     )
+
+
+def build_miner(cfg: RunConfig, data: RunData, task_names: list[str], plan: list[tuple[int, int]], rank: int) -> HardNegatives | None:
+    """The pool of mined non-faces when ``[mine]`` is on (one SynthFaces cache, a detection task), else None."""
+    if not cfg.mine.enabled:
+        return None
+    if data.multi:
+        raise ConfigError("[mine] works on a run with one SynthFaces cache; this run has several. Set mine.every = 0.")
+    if "detection" not in task_names:
+        raise ConfigError(f"[mine] adds non-faces for the detection task, which this run does not train (its tasks: "
+                          f"{', '.join(task_names)}); add detection or set mine.every = 0.")
+    return HardNegatives(cfg.mine, synth_config_of(data.caches[0]), [src for src, _ in plan], cfg.train.seed + 7919 * rank)
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> TrainState:
@@ -308,6 +326,8 @@ def restore(run: Run, ckpt: dict[str, Any]) -> TrainState:
     run.optimizer.load_state_dict(ckpt["optimizer"])
     if run.scaler is not None and ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
+    if run.mined is not None:
+        run.mined.load_state_dict(ckpt.get("mined"))
     set_rng_state(ckpt["rng"])
     if run.dist.is_main:
         run_folder.repair(run.run_dir, run.last, ckpt)
@@ -331,6 +351,8 @@ def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index
     # fp16: the strategy scales its losses itself; a 0-d tensor avoids a host sync
     loss_scale = scaler.scale(torch.ones((), device=run.device)) if scaler is not None else 1.0
     active = set(run.strategy.active_tasks())
+    if run.mined is not None:  # hard non-faces, drawn from (seed, epoch, batch index) like the augmentation
+        batch = run.mined.extend(batch, epoch, batch_index)
     if run.dist.enabled:  # every rank must present the same tasks to the strategy
         batch = {**batch, "present": distributed.all_reduce_present(batch["present"], run.device)}
     inputs = make_inputs(batch, run.plan, run.channels_last)
@@ -548,6 +570,8 @@ def _loop(run: Run, state: TrainState, cb: Callbacks, speed: Speed) -> bool:
     with DeferredStop((signal.SIGINT,) if run.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
         for epoch in range(state.epoch, t.epochs):
             t0 = time.perf_counter()
+            if run.mined is not None and run.cfg.mine.round_due(epoch) and all(r["epoch"] != epoch for r in run.mined.rounds):
+                cb.on_mine(epoch=epoch, record=run.mined.mine(run.eval_model, epoch, run.device))
             sums = train_one_epoch(run, state, epoch, stop, cb, speed)
             row = end_epoch(run, state, epoch, sums, time.perf_counter() - t0)
             cb.on_epoch_end(epoch=epoch, row=row)

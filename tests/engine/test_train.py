@@ -134,6 +134,50 @@ def test_augmented_training_resumes_exactly(synth_cache, tmp_path, extra):
     assert plain.history[0]["train_loss"] != full.history[0]["train_loss"]  # the augmentation did change the batches
 
 
+def test_mining_resumes_exactly(synth_cache, tmp_path):
+    """[mine]: the pool is in every checkpoint, and a round due at a resumed epoch's start is mined
+    again from the same weights: runs cut mid-epoch and at an epoch's end match the whole run."""
+    import torch
+
+    over = {"tasks.names": ["detection", "landmarks"], "model.input_size": 56, "train.epochs": 3,
+            "train.max_steps_per_epoch": 4, "augment.preset": "light", "mine.every": 1, "mine.start": 1,
+            "mine.scenes": 2, "mine.per_batch": 4, "mine.min_score": 0.0, "mine.window_sizes": [112, 160]}
+    full = train(quick("default", synth_cache, tmp_path / "full", **over))
+    ref = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    assert [r["epoch"] for r in ref["mined"]["rounds"]] == [1, 2] and len(ref["mined"]["pool"][56]) > 0
+    for name, stop in (("mid", StopAt(epoch=2, step=2)), ("edge", StopAt(epoch=1, step=4))):
+        cfg = quick("default", synth_cache, tmp_path / name, **over)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, callbacks=stop)
+        resumed = train(cfg, resume=True)
+        assert np.allclose([r["train_loss"] for r in full.history], [r["train_loss"] for r in resumed.history], rtol=1e-6)
+        got = torch.load(tmp_path / name / "last.pt", weights_only=False)
+        assert torch.equal(got["mined"]["pool"][56], ref["mined"]["pool"][56])
+        assert all(torch.allclose(ref["model"][k].float(), got["model"][k].float(), atol=1e-6) for k in ref["model"])
+    plain = train(quick("default", synth_cache, tmp_path / "plain", **{**over, "mine.every": 0}))
+    assert plain.history[1]["train_loss"] != full.history[1]["train_loss"]  # the mined windows did join the batches
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"mine.every": -1}, "mine.every"),
+    ({"mine.every": 2, "mine.window_sizes": [8]}, "mine.window_sizes"),
+    ({"mine.every": 2, "mine.min_score": 1.0}, "mine.min_score"),
+    ({"mine.every": 2, "mine.max_landmarks": 3}, "mine.max_landmarks"),
+    ({"mine.every": 2, "tasks.names": ["landmarks"]}, "does not train"),
+])
+def test_mining_refuses_bad_settings(synth_cache, tmp_path, over, match):
+    with pytest.raises(ConfigError, match=match):
+        train(quick("default", synth_cache, tmp_path / "bad", **over))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_mining_refuses_a_cache_that_is_not_synthfaces(toy_cache, tmp_path):
+    cfg = quick("default", toy_cache, tmp_path / "toy", **{"tasks.names": ["detection"], "model.input_size": 32,
+                                                          "mine.every": 1})
+    with pytest.raises(ConfigError, match="not a SynthFaces cache"):
+        train(cfg)
+
+
 def test_resume_refuses_other_configuration(synth_cache, tmp_path):
     over = {"tasks.names": ["landmarks"], "model.input_size": 56, "train.epochs": 1, "train.max_steps_per_epoch": 2}
     train(quick("default", synth_cache, tmp_path / "r", **over))

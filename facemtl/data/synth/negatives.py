@@ -46,10 +46,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / (a[2] * a[3] + b[2] * b[3] - inter))
 
 
-def face_boxes(geo: FaceGeometry, side: float) -> list[np.ndarray]:
-    """The boxes a window must avoid for one face drawn on a ``side`` px canvas: its tight box,
-    that box clipped to the canvas, and the square a face crop would frame around it."""
-    box = np.asarray(geo.bbox, dtype=np.float64)
+def _boxes_to_avoid(box: np.ndarray, side: float) -> list[np.ndarray]:
+    """The boxes a window must avoid for one face (x, y, w, h ``box``) on a ``side`` px canvas: the
+    box, the box clipped to the canvas, and the square a face crop would frame around it."""
     lo = np.clip(box[:2], 0, side)
     hi = np.clip(box[:2] + box[2:], 0, side)
     clipped = np.concatenate([lo, np.maximum(hi - lo, 1e-6)])
@@ -58,11 +57,15 @@ def face_boxes(geo: FaceGeometry, side: float) -> list[np.ndarray]:
     return [box, clipped, framed]
 
 
+def _box_centres(box: np.ndarray, side: float) -> np.ndarray:
+    """(2, 2): the centre of a box and of the box clipped to the canvas."""
+    lo, hi = np.clip(box[:2], 0, side), np.clip(box[:2] + box[2:], 0, side)
+    return np.array([box[:2] + box[2:] / 2, (lo + hi) / 2])
+
+
 def face_centres(geo: FaceGeometry, side: float) -> np.ndarray:
     """(3, 2): the head centre, the box centre and the centre of the box clipped to the canvas."""
-    box = geo.bbox
-    lo, hi = np.clip(box[:2], 0, side), np.clip(box[:2] + box[2:], 0, side)
-    return np.array([geo.centre, box[:2] + box[2:] / 2, (lo + hi) / 2])
+    return np.concatenate([np.asarray(geo.centre, dtype=np.float64)[None], _box_centres(np.asarray(geo.bbox, dtype=np.float64), side)])
 
 
 def _inside(pts: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -70,15 +73,27 @@ def _inside(pts: np.ndarray, window: np.ndarray) -> np.ndarray:
     return (pts[:, 0] >= x) & (pts[:, 0] <= x + w) & (pts[:, 1] >= y) & (pts[:, 1] <= y + h)
 
 
+def _clear_of_one(window: np.ndarray, centres: np.ndarray, landmarks: np.ndarray, box: np.ndarray, side: float,
+                  max_landmarks: int = MAX_LANDMARKS) -> bool:
+    if _inside(centres, window).any() or _inside(landmarks, window).sum() > max_landmarks:
+        return False
+    return all(_iou(window, b) < MAX_IOU for b in _boxes_to_avoid(box, side))
+
+
 def window_is_clear(window: np.ndarray, geos: list[FaceGeometry], side: float) -> bool:
     """True when the x, y, w, h window holds no face centre and at most 2 of any face's 5
     landmarks (never eye, nose and mouth together), and has IoU < 0.3 with every face box."""
-    for geo in geos:
-        if _inside(face_centres(geo, side), window).any() or _inside(geo.landmarks, window).sum() > MAX_LANDMARKS:
-            return False
-        if any(_iou(window, b) >= MAX_IOU for b in face_boxes(geo, side)):
-            return False
-    return True
+    return all(_clear_of_one(window, face_centres(g, side), g.landmarks, np.asarray(g.bbox, dtype=np.float64), side)
+               for g in geos)
+
+
+def window_clear_of(window: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, side: float,
+                    max_landmarks: int = MAX_LANDMARKS) -> bool:
+    """:func:`window_is_clear` for faces known by their x, y, w, h boxes (k, 4) and landmarks
+    (k, 5, 2) in canvas pixels (a rendered scene's labels): the box centres stand for the head's;
+    ``max_landmarks`` of a face's landmarks may lie in the window (0: none, no part of a face's
+    eyes, nose or mouth)."""
+    return all(_clear_of_one(window, _box_centres(b, side), m, b, side, max_landmarks) for b, m in zip(boxes, landmarks))
 
 
 def _meta(kind: str, geos: list[FaceGeometry], side: float) -> dict:
