@@ -142,7 +142,7 @@ class HardNegatives:
         from facemtl.data.synth.negatives import window_clear_of
         from facemtl.metrics import nms
         from facemtl.models.cascade import CascadeModel
-        from facemtl.reports.scenes import _score, _windows
+        from facemtl.reports.scenes import score_windows, window_tiles
 
         cfg = self.cfg
         was_training = model.training
@@ -161,8 +161,8 @@ class HardNegatives:
             marks = scene["landmarks"].astype(np.float64) * SCENE_SIZE
             wins, s_all = [], []
             for win in cfg.window_sizes:
-                tiles, corners = _windows(img, size, win, 1 / 3)
-                s, _ = _score(model, tiles.contiguous(), cascade, "detection")
+                tiles, corners = window_tiles(img, size, win, 1 / 3)
+                s, _ = score_windows(model, tiles.contiguous(), cascade, "detection")
                 wins.append(np.concatenate([corners, np.full((len(corners), 1), float(win))], 1))
                 s_all.append(s)
             wins_a, s_a = np.concatenate(wins), np.concatenate(s_all)

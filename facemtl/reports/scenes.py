@@ -52,7 +52,7 @@ def scene_rows(cache: FaceCache, split: str) -> np.ndarray:
     return np.flatnonzero(sp == code) if code is not None else np.arange(cache.num_scenes)
 
 
-def _windows(scene: torch.Tensor, size: int, win: int, stride: float) -> tuple[torch.Tensor, np.ndarray]:
+def window_tiles(scene: torch.Tensor, size: int, win: int, stride: float) -> tuple[torch.Tensor, np.ndarray]:
     """(K, 3, size, size) windows of side ``win`` scene pixels and their (K, 2) top-left corners."""
     _, h, w = scene.shape
     scale = size / win
@@ -67,7 +67,7 @@ def _windows(scene: torch.Tensor, size: int, win: int, stride: float) -> tuple[t
 
 
 @torch.no_grad()
-def _score(model, crops: torch.Tensor, is_cascade: bool, task: str) -> tuple[np.ndarray, np.ndarray]:
+def score_windows(model, crops: torch.Tensor, is_cascade: bool, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(K,) face scores and (K, 4) boxes in window coordinates for crops at the model's largest input size."""
     sizes = [s for s, _ in model.input_spec]
     inputs = [crops if s == crops.shape[-1] else
@@ -101,9 +101,9 @@ def scan_scenes(model, cache: FaceCache, split: str, device: torch.device, task:
         for win in cfg.window_sizes:
             if win > min(img.shape[1:]):
                 continue
-            crops, corners = _windows(img, size, win, cfg.stride)
+            crops, corners = window_tiles(img, size, win, cfg.stride)
             for i in range(0, len(crops), cfg.batch_size):
-                s, b = _score(model, crops[i:i + cfg.batch_size].contiguous(), is_cascade, task)
+                s, b = score_windows(model, crops[i:i + cfg.batch_size].contiguous(), is_cascade, task)
                 c = corners[i:i + cfg.batch_size]
                 keep = s >= cfg.score_threshold
                 bx = b[keep] * win

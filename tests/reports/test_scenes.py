@@ -6,12 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facemtl.reports.scenes import ScanConfig, _windows, scan_scenes
+from facemtl.reports.scenes import ScanConfig, scan_scenes, window_tiles
 
 
 def test_windows_cut_the_right_regions():
     scene = torch.rand(3, 120, 100)
-    crops, corners = _windows(scene, size=20, win=40, stride=0.5)  # level = scene / 2, step 10 px there
+    crops, corners = window_tiles(scene, size=20, win=40, stride=0.5)  # level = scene / 2, step 10 px there
     assert crops.shape[1:] == (3, 20, 20)
     assert corners[:, 0].max() + 40 <= 100 + 1e-6 and corners[:, 1].max() + 40 <= 120 + 1e-6
     level = F.interpolate(scene[None], size=(60, 50), mode="bilinear", antialias=True, align_corners=False)[0]
