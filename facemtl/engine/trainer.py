@@ -142,7 +142,7 @@ class Run:
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
     task_params: list[torch.nn.Parameter] = field(default_factory=list)  # the heads' (and criteria's): not shared
     ema: ModelEMA | None = None  # train.ema > 0: the averaged weights, which validation, best.pt and export use
-    mined: HardNegatives | None = None  # [mine]: hard non-faces appended to every training batch
+    mined: HardNegatives | None = None  # [mine]: hard non-faces added to every training batch (appended or replacing)
     tb: Any = None
 
     @property
