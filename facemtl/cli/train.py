@@ -96,7 +96,7 @@ class RichCallbacks(Callbacks):
 
     def on_mine(self, *, epoch, record):
         line = (f"mined {record['kept']} hard non-faces from {record['scenes']} scenes before epoch {epoch + 1} "
-                f"(mean face score {record['mean_score']:.2f}; pool {record['pool']})")
+                f"(mean face score {record['mean_score']:.2f}; pool {record['pool']}; {record['seconds']:.0f} s)")
         (self.progress.console if self.live else err_console).print(line, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
@@ -156,6 +156,7 @@ def train(
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping patience in epochs (0 = off).")] = None,
     grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0 = off).")] = None,
     ema: Annotated[Optional[float], typer.Option("--ema", help="Validate, keep and export a moving average of the weights with this decay, e.g. 0.99 (0 = off; docs/training.md).")] = None,
+    swa: Annotated[Optional[int], typer.Option("--swa", help="From this many epochs on, that average is the plain mean of the weights after every step (stochastic weight averaging; 0 = off; docs/training.md).")] = None,
     select: Annotated[Optional[str], typer.Option("--select", help="What picks best.pt and stops early: val_loss (the sum, default) or TASK/METRIC, e.g. landmarks/nme.")] = None,
     amp: Annotated[Optional[str], typer.Option("--amp", help="auto (bf16 on CUDA), bf16, fp16 or off.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
@@ -193,7 +194,7 @@ def train(
         "tasks.names": parse_name_list(tasks), "model.backbone": backbone, "weighting.name": weighting,
         "weighting.grad_mode": grad_mode, "weighting.grad_memory": grad_memory, "train.epochs": epochs, "data.mix": mix, "data.mix_by": mix_by,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer, "train.schedule": schedule,
-        "train.patience": patience, "train.grad_clip": grad_clip, "train.ema": ema, "train.select": select, "train.amp": amp, "train.device": device,
+        "train.patience": patience, "train.grad_clip": grad_clip, "train.ema": ema, "train.swa": swa, "train.select": select, "train.amp": amp, "train.device": device,
         "train.compile": compile, "model.input_size": input_size, "model.weights": weights, "data.num_workers": workers,
         "train.seed": seed, "train.max_steps_per_epoch": max_steps, "out": str(out) if out else None,
         "augment.preset": augment, "model.architecture": architecture,

@@ -111,6 +111,7 @@ class TrainConfig:
     patience: int = 0  # early stopping on validation loss (or on `select`); 0 = off
     select: str = "val_loss"  # what best.pt and early stopping follow: val_loss (the sum) or TASK/METRIC, e.g. landmarks/nme
     ema: float = 0.0  # decay of the weights' moving average that validation, best.pt and export use; 0 = off
+    swa: int = 0  # from this many epochs on, that average is the plain mean of the weights after every step (SWA); 0 = off
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto: on CUDA only (on CPU it slowed the small CNN several-fold)
     compile: bool = False
@@ -178,6 +179,7 @@ class RunConfig:
             ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip >= 0, "0 (off) or more"),
             ("train.patience", t.patience, t.patience >= 0, "0 (off) or more"),
             ("train.ema", t.ema, 0 <= t.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.99"),
+            ("train.swa", t.swa, 0 <= t.swa < t.epochs, "0 (off) or a number of epochs below train.epochs"),
             ("train.select", t.select, t.select == "val_loss" or bool(re.fullmatch(r"[^/\s]+/[^/\s]+", t.select)),
              "val_loss or TASK/METRIC, e.g. landmarks/nme"),
             ("train.seed", t.seed, 0 <= t.seed < 2**32 - 1024, "between 0 and 2**32 - 1024"),  # + rank, + offsets
@@ -223,7 +225,7 @@ class RunConfig:
 #: the CLI flag of a setting, named in range errors
 _FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
-    "train.grad_clip": "--grad-clip", "train.ema": "--ema", "train.select": "--select", "train.seed": "--seed", "train.max_steps_per_epoch": "--max-steps",
+    "train.grad_clip": "--grad-clip", "train.ema": "--ema", "train.swa": "--swa", "train.select": "--select", "train.seed": "--seed", "train.max_steps_per_epoch": "--max-steps",
     "data.num_workers": "--workers", "model.input_size": "--input-size",
 }
 

@@ -141,7 +141,7 @@ class Run:
     shared_params: list[torch.nn.Parameter] = field(default_factory=list)
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
     task_params: list[torch.nn.Parameter] = field(default_factory=list)  # the heads' (and criteria's): not shared
-    ema: ModelEMA | None = None  # train.ema > 0: the averaged weights, which validation, best.pt and export use
+    ema: ModelEMA | None = None  # train.ema or train.swa > 0: the averaged weights, which validation, best.pt and export use
     mined: HardNegatives | None = None  # [mine]: hard non-faces added to every training batch (appended or replacing)
     tb: Any = None
 
@@ -290,7 +290,7 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
         forward_features=torch.compile(model.forward_features) if cfg.train.compile else model.forward_features,
         shared_params=model.shared_parameters(), trainable=[p for g in optimizer.param_groups for p in g["params"]],
         task_params=task_parameters(model),
-        ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None,
+        ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 or cfg.train.swa > 0 else None,
         mined=build_miner(cfg, data, [t.name for t in tasks], plan, dist_info.rank),
     )
 
@@ -384,8 +384,8 @@ def train_step(run: Run, state: TrainState, batch: dict, epoch: int, batch_index
         scaler.update()
     else:
         run.optimizer.step()
-    if run.ema is not None:
-        run.ema.update(run.model)
+    if run.ema is not None:  # from train.swa epochs on, the plain mean of every step's weights
+        run.ema.update(run.model, uniform=0 < t.swa <= epoch)
     return values, weights
 
 
