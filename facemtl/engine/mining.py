@@ -25,7 +25,8 @@ Every training batch then gets ``per_batch`` windows of the pool appended, drawn
 ``(seed, epoch, batch index)``, labelled non-face (``face = 0``) and unknown for every other
 label; augmentation treats them like any sample. With ``replace`` they take the places of the
 batch's first non-faces instead (as many as it has, up to ``per_batch``), so the batch's share
-of non-faces stays what the cache gives. The pool is saved in every checkpoint, so a
+of non-faces stays what the cache gives. ``weight`` below 1 makes each mined window count that
+much in the face / non-face loss (a weighted mean), so they teach "not a face" more softly. The pool is saved in every checkpoint, so a
 resumed run continues exactly. Only a SynthFaces cache can be mined (its scenes are rendered from
 the settings in its provenance); nothing from the real-image checks is ever used.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,7 @@ class MineConfig:
     pool: int = 1024          # the newest mined windows kept
     per_batch: int = 8        # mined windows added to each training batch
     replace: bool = False     # True: they take the places of the batch's first non-faces instead of being appended
+    weight: float = 1.0       # each mined window's weight in the face / non-face loss (the batch's own samples: 1)
     window_sizes: tuple[int, ...] = (56, 80, 112, 160, 224)  # window sides in scene pixels (256 px scenes)
 
     @property
@@ -84,6 +87,7 @@ class MineConfig:
             ("mine.max_landmarks", self.max_landmarks, 0 <= self.max_landmarks <= 2, "0, 1 or 2"),
             ("mine.pool", self.pool, self.pool >= 1, "at least 1"),
             ("mine.per_batch", self.per_batch, self.per_batch >= 1, "at least 1"),
+            ("mine.weight", self.weight, 0.0 < self.weight <= 1.0, "in (0, 1]"),
             ("mine.window_sizes", self.window_sizes,
              bool(self.window_sizes) and all(16 <= w <= SCENE_SIZE for w in self.window_sizes),
              f"window sides between 16 and {SCENE_SIZE} scene pixels"),
@@ -128,7 +132,8 @@ class HardNegatives:
     def __init__(self, cfg: MineConfig, synth, sizes: list[int], seed: int):
         self.cfg, self.synth, self.sizes, self.seed = cfg, synth, sorted(set(sizes)), seed
         self.pool = {s: torch.zeros((0, 3, s, s), dtype=torch.uint8) for s in self.sizes}
-        #: per round: {"epoch", "scenes", "kept", "mean_score", "pool", "windows": (kept, 4) scene index, x, y, side}
+        #: per round: {"epoch", "scenes", "kept", "mean_score", "pool", "seconds",
+        #: "windows": (kept, 4) scene index, x, y, side}
         self.rounds: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
@@ -145,6 +150,7 @@ class HardNegatives:
         from facemtl.reports.scenes import score_windows, window_tiles
 
         cfg = self.cfg
+        t0 = time.perf_counter()
         was_training = model.training
         model.eval()
         size = max(s for s, _ in model.input_spec)
@@ -188,6 +194,7 @@ class HardNegatives:
                 self.pool[s] = torch.cat([self.pool[s], new])[-cfg.pool:]
         record = {"epoch": epoch, "scenes": cfg.scenes, "kept": len(scores),
                   "mean_score": float(np.mean(scores)) if scores else 0.0, "pool": len(self),
+                  "seconds": time.perf_counter() - t0,
                   "windows": np.asarray(kept, dtype=np.float64).reshape(-1, 4)}
         self.rounds.append(record)
         log.debug("mined %d hard non-faces from %d scenes before epoch %d (mean face score %.3f); pool %d",
@@ -203,12 +210,18 @@ class HardNegatives:
             return batch
         pick = np.random.default_rng([self.seed, epoch, batch_index, 0x4D494E45]).integers(0, n, self.cfg.per_batch)
         out = dict(batch)
+        face = batch["face"]
         if self.cfg.replace:  # SynthFaces' non-faces carry no other label: only their pixels change
-            rows = torch.nonzero(batch["face"] == 0).flatten()[: len(pick)]
+            rows = torch.nonzero(face == 0).flatten()[: len(pick)]
             pick = torch.from_numpy(pick[: len(rows)])
             out["images"] = {s: x.index_copy(0, rows, self.pool[s][pick].to(x.device)) for s, x in batch["images"].items()}
+            if self.cfg.weight != 1.0:
+                out["face_weight"] = torch.ones(len(face), device=face.device).index_fill(0, rows, self.cfg.weight)
             return out
         k = len(pick)
+        if self.cfg.weight != 1.0:  # read by the detection task's loss (DetectionTask.loss)
+            out["face_weight"] = torch.cat([torch.ones(len(face), device=face.device),
+                                            torch.full((k,), self.cfg.weight, device=face.device)])
         out["images"] = {s: torch.cat([x, self.pool[s][pick].to(x.device)]) for s, x in batch["images"].items()}
         for spec in schema.LABELS.values():
             if spec.key in batch:

@@ -254,7 +254,7 @@ class LandmarksTask(Task):
 class DetectionTask(Task):
     """Face / non-face logit plus box regression (x, y, w, h in [0, 1]) on faces with a box.
 
-    Loss = BCE(face) + ``bbox_weight`` * squared error of the box (MTCNN/MCFA's Euclidean loss),
+    Loss = BCE(face) (a weighted mean where the batch has ``face_weight``) + ``bbox_weight`` * squared error of the box (MTCNN/MCFA's Euclidean loss),
     averaged over the 4 numbers in units of :data:`COORD_SCALE`. The head's outputs are the raw
     logit and the box in [0, 1] image coordinates."""
 
@@ -276,8 +276,11 @@ class DetectionTask(Task):
 
     def loss(self, output, batch, criterion=None):
         face = batch["face"]
+        known = face >= 0
+        if "face_weight" in batch:  # per-sample weights (mined non-faces, facemtl.engine.mining): a weighted mean
+            known = known * batch["face_weight"]
         cls = masked_mean(
-            F.binary_cross_entropy_with_logits(output[:, 0].float(), face.float().clamp(min=0), reduction="none"), face >= 0
+            F.binary_cross_entropy_with_logits(output[:, 0].float(), face.float().clamp(min=0), reduction="none"), known
         )
         box = batch["bbox"]
         has_box = torch.isfinite(box).all(1) & (face == 1)

@@ -171,6 +171,31 @@ def test_replace_swaps_the_pixels_of_the_batch_non_faces_only():
     assert (mined.extend(few, 0, 0)["images"][32] == 200).flatten(1).all(1).tolist() == [False, True, False, False]
 
 
+def test_weight_makes_mined_windows_count_less_in_the_face_loss():
+    from facemtl.tasks.kinds import DetectionTask
+
+    task = DetectionTask("detection", "face", 5)
+    pool = torch.zeros((4, 3, 32, 32), dtype=torch.uint8)
+    plain = HardNegatives(MineConfig(every=1, per_batch=4), SYNTH, [32], seed=5)
+    soft = HardNegatives(MineConfig(every=1, per_batch=4, weight=0.25), SYNTH, [32], seed=5)
+    plain.pool[32], soft.pool[32] = pool, pool.clone()
+    assert "face_weight" not in plain.extend(_batch(), 0, 0)  # weight 1: the loss is the plain mean
+    out = soft.extend(_batch(), 0, 0)
+    assert out["face_weight"].tolist() == [1.0] * 6 + [0.25] * 4
+    logits = torch.linspace(-2.0, 2.0, 10).view(10, 1)
+    output = torch.cat([logits, torch.full((10, 4), 0.5)], dim=1)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], out["face"].float(), reduction="none")
+    w = out["face_weight"]
+    out["bbox"] = torch.where(out["bbox"].isnan(), out["bbox"], 0.5)  # boxes predicted exactly: BCE alone remains
+    assert torch.allclose(task.loss(output, out), (bce * w).sum() / w.sum())
+    assert torch.allclose(task.loss(output, {**out, "face_weight": torch.ones(10)}), bce.mean())
+    replace = HardNegatives(MineConfig(every=1, per_batch=2, replace=True, weight=0.5), SYNTH, [32], seed=5)
+    replace.pool[32] = pool
+    batch = _batch(n=5)
+    batch["face"] = torch.tensor([1, 0, 0, 1, 0], dtype=torch.int8)
+    assert replace.extend(batch, 0, 0)["face_weight"].tolist() == [1.0, 0.5, 0.5, 1.0, 1.0]
+
+
 def test_checkpoint_state_round_trips_and_refuses_other_sizes():
     mined = HardNegatives(MineConfig(every=1, scenes=2, window_sizes=(64,)), SYNTH, [32], seed=0)
     mined.mine(ConstantFinder(0.9), epoch=1, device=torch.device("cpu"))
