@@ -77,6 +77,16 @@ def tensor_loop(cfg, steps: int, device: torch.device) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def small_cache(directory: Path, num_images: int) -> Path:
+    """A SynthFaces cache of ``num_images`` crops at 64 px (100 people, no scenes) in
+    ``directory``, rendered on first use; the default recipe reads it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cache = directory / f"synth{num_images}.h5"
+    if not cache.exists():
+        prepare_synthetic(cache, num_images=num_images, identities=100, num_scenes=0, sizes=(64,))
+    return cache
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-images", type=int, default=4000)
@@ -85,10 +95,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (on CUDA the engine's defaults: bf16 autocast, channels-last)")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "facemtl-bench-train")
     args = ap.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    cache = args.dir / f"synth{args.num_images}.h5"
-    if not cache.exists():
-        prepare_synthetic(cache, num_images=args.num_images, identities=100, num_scenes=0, sizes=(64,))
+    cache = small_cache(args.dir, args.num_images)
     base = load_recipe("default")
     rows = []
     runs = (("engine, cache in memory, augment none", "true", "none"), ("engine, cache in memory, augment light", "true", "light"),
