@@ -5,10 +5,11 @@ BatchNorm running statistics) moves towards the training model's::
 
     ema <- d_n * ema + (1 - d_n) * model,    d_n = min(decay, (1 + n) / (10 + n))
 
-where ``n`` counts the updates made before this one (``decay = 0``: the copy follows the model). The warm-up of ``d_n`` (the schedule of
-TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``, also timm's) lets the average
-forget the random initialisation within the first few dozen steps, which matters for runs of a
-few hundred steps. Integer buffers (BatchNorm's batch counter) are copied.
+where ``n`` counts the updates made before this one (with ``decay = 0`` the copy follows the
+model). The warm-up of ``d_n`` (the schedule of TensorFlow's ``ExponentialMovingAverage`` with
+``num_updates``, also timm's) lets the average forget the random initialisation within the first
+few dozen steps, which matters for runs of a few hundred steps. Integer buffers (BatchNorm's batch
+counter) are copied.
 
 Stochastic weight averaging (``train.swa``; Izmailov et al. 2018, densely per step as SWAD, Cha et
 al. 2021): from the epoch it starts, each update is ``uniform``, with ``d_k = k / (k + 1)`` for
