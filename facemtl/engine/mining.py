@@ -147,7 +147,7 @@ class HardNegatives:
         from facemtl.data.synth.negatives import window_clear_of
         from facemtl.metrics import nms
         from facemtl.models.cascade import CascadeModel
-        from facemtl.reports.scenes import score_windows, window_tiles
+        from facemtl.reports.scenes import scan_windows
 
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -165,13 +165,7 @@ class HardNegatives:
             img = torch.from_numpy(scene["image"]).permute(2, 0, 1).float().div(255.0).to(device)
             boxes = scene["boxes"].astype(np.float64) * SCENE_SIZE
             marks = scene["landmarks"].astype(np.float64) * SCENE_SIZE
-            wins, s_all = [], []
-            for win in cfg.window_sizes:
-                tiles, corners = window_tiles(img, size, win, 1 / 3)
-                s, _ = score_windows(model, tiles.contiguous(), cascade, "detection")
-                wins.append(np.concatenate([corners, np.full((len(corners), 1), float(win))], 1))
-                s_all.append(s)
-            wins_a, s_a = np.concatenate(wins), np.concatenate(s_all)
+            wins_a, s_a, _ = scan_windows(model, img, size, cfg.window_sizes, 1 / 3, cascade, "detection")
             cand = np.flatnonzero(s_a >= cfg.min_score)
             cand = cand[[window_clear_of(np.r_[wins_a[i], wins_a[i, 2]], boxes, marks, SCENE_SIZE, cfg.max_landmarks)
                          for i in cand]]

@@ -80,6 +80,27 @@ def score_windows(model, crops: torch.Tensor, is_cascade: bool, task: str) -> tu
     return torch.sigmoid(out[:, 0]).cpu().numpy(), out[:, 1:5].cpu().numpy()
 
 
+def scan_windows(model, img: torch.Tensor, size: int, window_sizes, stride: float, is_cascade: bool, task: str,
+                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every square window of ``window_sizes`` pixels of the (3, H, W) scene ``img`` (sizes larger
+    than the scene skipped), stepped by ``stride`` of its side and scored in batches of
+    ``batch_size``: (N, 3) x, y, side of each window, (N,) face scores, (N, 4) boxes in window units."""
+    wins, scores, boxes = [], [], []
+    for win in window_sizes:
+        if win > min(img.shape[1:]):
+            continue
+        crops, corners = window_tiles(img, size, win, stride)
+        for i in range(0, len(crops), batch_size):
+            s, b = score_windows(model, crops[i:i + batch_size].contiguous(), is_cascade, task)
+            c = corners[i:i + batch_size]
+            wins.append(np.concatenate([c, np.full((len(c), 1), float(win))], 1))
+            scores.append(s)
+            boxes.append(b)
+    if not wins:
+        return np.zeros((0, 3)), np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
+    return np.concatenate(wins), np.concatenate(scores), np.concatenate(boxes)
+
+
 def scan_scenes(model, cache: FaceCache, split: str, device: torch.device, task: str = "detection",
                 cfg: ScanConfig = ScanConfig()) -> dict[str, float] | None:
     """Detection rate and FPPI of ``model`` on the scenes of ``split``; None when there are none."""
@@ -97,21 +118,10 @@ def scan_scenes(model, cache: FaceCache, split: str, device: torch.device, task:
         side = np.array([img.shape[2], img.shape[1], img.shape[2], img.shape[1]], np.float64)
         gt = cache.h5["scenes/boxes"][r].astype(np.float64)
         gts.append(gt[np.isfinite(gt).all(1)] * side)
-        boxes, scores = [], []
-        for win in cfg.window_sizes:
-            if win > min(img.shape[1:]):
-                continue
-            crops, corners = window_tiles(img, size, win, cfg.stride)
-            for i in range(0, len(crops), cfg.batch_size):
-                s, b = score_windows(model, crops[i:i + cfg.batch_size].contiguous(), is_cascade, task)
-                c = corners[i:i + cfg.batch_size]
-                keep = s >= cfg.score_threshold
-                bx = b[keep] * win
-                bx[:, :2] += c[keep]
-                boxes.append(bx)
-                scores.append(s[keep])
-        b = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-        s = np.concatenate(scores) if scores else np.zeros(0)
+        wins, s, b = scan_windows(model, img, size, cfg.window_sizes, cfg.stride, is_cascade, task, cfg.batch_size)
+        keep = s >= cfg.score_threshold
+        b, s = b[keep] * wins[keep, 2:3].astype(b.dtype), s[keep]  # boxes in scene pixels, in the model's float type
+        b[:, :2] += wins[keep, :2]
         if len(b):
             k = nms(b, s, cfg.nms_iou)
             b, s = b[k], s[k]
