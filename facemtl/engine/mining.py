@@ -27,8 +27,9 @@ label; augmentation treats them like any sample. With ``replace`` they take the 
 batch's first non-faces instead (as many as it has, up to ``per_batch``), so the batch's share
 of non-faces stays what the cache gives. ``weight`` below 1 makes each mined window count that
 much in the face / non-face loss (a weighted mean), so they teach "not a face" more softly. The
-pool is saved in every checkpoint, so a resumed run continues exactly. Only a SynthFaces cache can be mined (its scenes are rendered from
-the settings in its provenance); nothing from the real-image checks is ever used.
+pool is saved in every checkpoint, so a resumed run continues exactly. Only a SynthFaces cache
+can be mined (its scenes are rendered from the settings in its provenance); nothing from the
+real-image checks is ever used.
 """
 
 from __future__ import annotations

@@ -254,8 +254,9 @@ class LandmarksTask(Task):
 class DetectionTask(Task):
     """Face / non-face logit plus box regression (x, y, w, h in [0, 1]) on faces with a box.
 
-    Loss = BCE(face) (a weighted mean where the batch has ``face_weight``) + ``bbox_weight`` * squared error of the box (MTCNN/MCFA's Euclidean loss),
-    averaged over the 4 numbers in units of :data:`COORD_SCALE`. The head's outputs are the raw
+    Loss = BCE(face) (a weighted mean where the batch has ``face_weight``) + ``bbox_weight`` *
+    squared error of the box (MTCNN/MCFA's Euclidean loss), averaged over the 4 numbers in units of
+    :data:`COORD_SCALE`. The head's outputs are the raw
     logit and the box in [0, 1] image coordinates."""
 
     report_section = "detection"
