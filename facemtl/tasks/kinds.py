@@ -256,8 +256,8 @@ class DetectionTask(Task):
 
     Loss = BCE(face) (a weighted mean where the batch has ``face_weight``) + ``bbox_weight`` *
     squared error of the box (MTCNN/MCFA's Euclidean loss), averaged over the 4 numbers in units of
-    :data:`COORD_SCALE`. The head's outputs are the raw
-    logit and the box in [0, 1] image coordinates."""
+    :data:`COORD_SCALE`. The head's outputs are the raw logit and the box in [0, 1] image
+    coordinates."""
 
     report_section = "detection"
 
