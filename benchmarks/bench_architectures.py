@@ -11,6 +11,11 @@ one step; on the CPU the growth of the process's peak RSS while stepping that ar
     python benchmarks/bench_architectures.py                                   # print the table
     python benchmarks/bench_architectures.py --write docs/benchmarks.md        # and update that section
     python benchmarks/bench_architectures.py --device cuda --size 224 --amp bf16 --batch 64
+    python benchmarks/bench_architectures.py --architectures hps,hps:ibn=true,hps:ibn=true+mixstyle=0.5
+
+An entry ``NAME:KEY=VALUE+KEY=VALUE...`` builds architecture NAME with those backbone options on top of
+``--width`` (values read as TOML: ``true``, ``0.5``), so an option's cost is measured side by side
+with the plain ``hps`` in the same interleaved run.
 """
 
 from __future__ import annotations
@@ -42,7 +47,21 @@ def machine(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def build(arch: str, backbone: str, size: int, width: float | None, device: torch.device):
+def parse_entry(entry: str) -> tuple[str, dict]:
+    """'hps:ibn=true+mixstyle=0.5' -> ('hps', {'ibn': True, 'mixstyle': 0.5})."""
+    import tomllib
+
+    name, _, opts = entry.partition(":")
+    options = {}
+    for item in filter(None, opts.split("+")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--architectures entry {entry!r}: write options as KEY=VALUE, got {item!r}")
+        options[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+    return name.strip(), options
+
+
+def build(entry: str, backbone: str, size: int, width: float | None, device: torch.device):
     from facemtl.data.schema import CELEBA_ATTRIBUTES
     from facemtl.models import build_model
     from facemtl.tasks import DataInfo, build_tasks
@@ -50,7 +69,8 @@ def build(arch: str, backbone: str, size: int, width: float | None, device: torc
     info = DataInfo(attribute_names=tuple(CELEBA_ATTRIBUTES[:6]), num_identities=10,
                     labels=("attributes", "landmarks", "expression", "face", "pose_class", "pose", "bbox"))
     tasks = build_tasks(TASKS, info)
-    opts = {"width": width} if width is not None else {}
+    arch, extra = parse_entry(entry)
+    opts = {**({"width": width} if width is not None else {}), **extra}
     torch.manual_seed(0)
     model = build_model(backbone, tasks, input_size=size, architecture=arch, **opts).to(device).train()
     return model
@@ -146,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--architectures", default=",".join(["hps", *[a for a in ARCHITECTURES.names() if a != "hps"]]))
     ap.add_argument("--write", type=Path, help="update this markdown file's section for this device")
+    ap.add_argument("--section", default="", help="name of the section --write updates (default: the device type)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); on a shared CPU, "
                     "fewer threads than cores avoids the oversubscription that made steps 10x slower")
     args = ap.parse_args(argv)
@@ -162,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, args, device, time.perf_counter() - t0)
     print(text)
     if args.write:
-        write_section(args.write, text, device.type)
+        write_section(args.write, text, args.section or device.type)
     return 0
 
 

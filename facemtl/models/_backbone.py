@@ -141,6 +141,32 @@ class MixStyle(nn.Module):
         return f"p={self.p}, alpha={self.alpha}"
 
 
+class IBN(nn.Module):
+    """Instance-batch normalisation (IBN-a; Pan et al., "Two at Once: Enhancing Learning and
+    Generalization Capacities via IBN-Net", ECCV 2018): the first ``round(ratio * channels)``
+    channels are instance-normalised (each image's own mean and variance over the map, learned
+    affine), the others batch-normalised. Instance normalisation removes an image's contrast and
+    colour cast from the features, which makes them less specific to how a set of images is drawn
+    (its "appearance"); batch normalisation keeps what content needs. The paper puts it in the
+    shallow layers only. (B, C, H, W) -> (B, C, H, W), in training and evaluation alike.
+    """
+
+    def __init__(self, channels: int, ratio: float = 0.5):
+        super().__init__()
+        if not 0.0 < ratio < 1.0:
+            raise ConfigError(f"IBN needs a ratio of instance-normalised channels in (0, 1), got {ratio}.")
+        self.half = max(1, min(channels - 1, round(channels * ratio)))
+        self.instance = nn.InstanceNorm2d(self.half, affine=True)
+        self.batch = nn.BatchNorm2d(channels - self.half)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.split((self.half, x.shape[1] - self.half), dim=1)
+        return torch.cat((self.instance(a.contiguous()), self.batch(b.contiguous())), dim=1)
+
+    def extra_repr(self) -> str:
+        return f"instance={self.half}, batch={self.batch.num_features}"
+
+
 # -- small helpers shared by the builders ----------------------------------------------------------
 def size_error(name: str, size: int, works: str) -> ConfigError:
     return ConfigError(f"backbone '{name}' cannot take {size}x{size} inputs; {works}.")
@@ -165,13 +191,10 @@ def check_options(name: str, builder: Callable[..., Any], options: dict[str, Any
         )
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = True) -> list[nn.Module]:
-    """3x3 'same' convolution (+ BN) + ReLU."""
-    return [
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm),
-        *([nn.BatchNorm2d(cout)] if batch_norm else []),
-        nn.ReLU(inplace=True),
-    ]
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = True, ibn: bool = False) -> list[nn.Module]:
+    """3x3 'same' convolution (+ BN, or :class:`IBN` with ``ibn``) + ReLU."""
+    norm: list[nn.Module] = [IBN(cout)] if ibn else [nn.BatchNorm2d(cout)] if batch_norm else []
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not (batch_norm or ibn)), *norm, nn.ReLU(inplace=True)]
 
 
 def init_relu_net(module: nn.Module) -> None:

@@ -130,7 +130,7 @@ def tcdcn(
 
 # -- small: the fast default -----------------------------------------------------------------------
 @BACKBONES.register("small")
-def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0.0) -> Backbone:
+def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0.0, ibn: bool = False) -> Backbone:
     """A fast conv-BN-ReLU net for the default recipe (RGB, 64 px by default, 112 works as well).
 
     stem conv s2 (w) -> [conv s2 + conv] x 3 (2w, 4w, 8w) -> average pool to 4x4 -> fc 8w (BN, ReLU).
@@ -139,7 +139,9 @@ def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0
     Any size from 32 px up works (the output stride is 16). The three stages' feature maps (strides
     4, 8, 16) are exposed to spatial heads (the landmark heatmap head, :mod:`facemtl.tasks.heatmap`).
     ``mixstyle`` p > 0 puts :class:`MixStyle` (applied to a batch with probability p, training only)
-    after the stem and after the first stage, where the paper puts it.
+    after the stem and after the first stage, where the paper puts it. ``ibn=True`` instance-normalises
+    half the channels (:class:`IBN`, IBN-Net's IBN-a) after the stem conv and after the first conv of
+    the first two stages, the shallow layers where the paper puts it; the last stage keeps BatchNorm.
     """
     size = resolve_size("small", input_size, 64)
     if size < 32:
@@ -147,13 +149,14 @@ def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0
     if not 0.0 <= mixstyle <= 1.0:
         raise ConfigError(f"model.options.mixstyle = {mixstyle} must be a probability per batch in [0, 1] (0 = off).")
     w = int(width)
-    layers: list[nn.Module] = conv_bn_relu(3, w, stride=2)  # (B, w, S/2, S/2)
+    ibn = bool(ibn)
+    layers: list[nn.Module] = conv_bn_relu(3, w, stride=2, ibn=ibn)  # (B, w, S/2, S/2)
     if mixstyle > 0:
         layers.append(MixStyle(mixstyle))
     cin = w
     taps = []
     for c in (2 * w, 4 * w, 8 * w):  # each stage halves the resolution
-        layers += conv_bn_relu(cin, c, stride=2) + conv_bn_relu(c, c)
+        layers += conv_bn_relu(cin, c, stride=2, ibn=ibn and c < 8 * w) + conv_bn_relu(c, c)
         if mixstyle > 0 and c == 2 * w:
             layers.append(MixStyle(mixstyle))
         cin = c
@@ -172,7 +175,7 @@ def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0
         nn.Linear(cin * grid * grid, feat), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),  # (B, 8w)
     )
     init_relu_net(trunk)
-    options = {"width": w, **({"mixstyle": float(mixstyle)} if mixstyle > 0 else {})}
+    options = {"width": w, **({"mixstyle": float(mixstyle)} if mixstyle > 0 else {}), **({"ibn": True} if ibn else {})}
     return Backbone(trunk, feat, size, 3, options=options, taps=tuple(taps), tap_channels=(2 * w, 4 * w, 8 * w),
                     stages=tuple(taps), stage_channels=(2 * w, 4 * w, 8 * w))
 

@@ -113,7 +113,7 @@ class StopAt(Callbacks):
 # Exact resume of every weighting strategy: tests/engine/test_strategies_e2e.py
 
 
-@pytest.mark.parametrize("extra", [{}, {"augment.warp": 0.05, "model.options.mixstyle": 1.0}], ids=["strong", "warp-mixstyle"])
+@pytest.mark.parametrize("extra", [{}, {"augment.warp": 0.05, "model.options.mixstyle": 1.0, "model.options.ibn": True}], ids=["strong", "warp-mixstyle-ibn"])
 def test_augmented_training_resumes_exactly(synth_cache, tmp_path, extra):
     """Augmentation draws from (seed, epoch, batch), MixStyle from torch's generator whose state
     the checkpoint keeps: a run cut mid-epoch ends with the same weights."""

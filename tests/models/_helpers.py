@@ -70,3 +70,12 @@ def onnx_run(module: torch.nn.Module, inputs: tuple[Tensor, ...], run_inputs: tu
 
 def all_names() -> list[str]:
     return BACKBONES.names()
+
+
+def assert_trunk_scripts(trunk: torch.nn.Module, size: int = 64) -> None:
+    """TorchScript compiles the trunk in evaluation mode, and the script computes what it does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(trunk.eval())
+    x = torch.rand(2, 3, size, size)
+    torch.testing.assert_close(scripted(x), trunk(x))
