@@ -149,7 +149,8 @@ def small(input_size: int | None = None, *, width: int = 32, mixstyle: float = 0
     if not 0.0 <= mixstyle <= 1.0:
         raise ConfigError(f"model.options.mixstyle = {mixstyle} must be a probability per batch in [0, 1] (0 = off).")
     w = int(width)
-    ibn = bool(ibn)
+    if not isinstance(ibn, bool):
+        raise ConfigError(f"model.options.ibn = {ibn!r} must be true or false (TOML booleans, unquoted).")
     layers: list[nn.Module] = conv_bn_relu(3, w, stride=2, ibn=ibn)  # (B, w, S/2, S/2)
     if mixstyle > 0:
         layers.append(MixStyle(mixstyle))

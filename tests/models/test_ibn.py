@@ -67,3 +67,5 @@ def test_small_backbone_places_it_in_the_shallow_layers_and_scripts():
     assert_trunk_scripts(b.trunk)
     with pytest.raises(ConfigError, match="ratio"):
         IBN(8, ratio=1.0)
+    with pytest.raises(ConfigError, match=r"model.options.ibn = 'no' must be true or false"):
+        small(64, ibn="no")
