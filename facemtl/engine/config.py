@@ -179,7 +179,7 @@ class RunConfig:
             ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip >= 0, "0 (off) or more"),
             ("train.patience", t.patience, t.patience >= 0, "0 (off) or more"),
             ("train.ema", t.ema, 0 <= t.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.99"),
-            ("train.swa", t.swa, 0 <= t.swa < t.epochs, "0 (off) or a number of epochs below train.epochs"),
+            ("train.swa", t.swa, 0 <= t.swa < t.epochs, f"0 (off) or a number of epochs below train.epochs ({t.epochs})"),
             ("train.select", t.select, t.select == "val_loss" or bool(re.fullmatch(r"[^/\s]+/[^/\s]+", t.select)),
              "val_loss or TASK/METRIC, e.g. landmarks/nme"),
             ("train.seed", t.seed, 0 <= t.seed < 2**32 - 1024, "between 0 and 2**32 - 1024"),  # + rank, + offsets
@@ -200,7 +200,8 @@ class RunConfig:
         for key, value, ok, must in checks:
             if not ok:
                 flag = _FLAGS.get(key)
-                raise ConfigError(f"{key}{f' ({flag})' if flag else ''} must be {must}, got {value!r}.")
+                hint = _HINTS.get(key, "")
+                raise ConfigError(f"{key}{f' ({flag})' if flag else ''} must be {must}, got {value!r}.{hint}")
         if t.optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"Invalid optimizer '{t.optimizer}'. Only adamw and sgd are supported.")
         if t.schedule not in SCHEDULES and t.schedule not in SCHEDULE_ALIASES:
@@ -227,6 +228,11 @@ _FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
     "train.grad_clip": "--grad-clip", "train.ema": "--ema", "train.swa": "--swa", "train.select": "--select", "train.seed": "--seed", "train.max_steps_per_epoch": "--max-steps",
     "data.num_workers": "--workers", "model.input_size": "--input-size",
+}
+
+#: what to do, after a range error of these settings
+_HINTS = {
+    "train.swa": " For a shorter run of a recipe that averages weights, pass a smaller --swa or --swa 0.",
 }
 
 

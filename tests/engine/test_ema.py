@@ -129,7 +129,7 @@ def test_uniform_updates_average_every_step_since_they_began():
 
 def test_swa_setting_is_checked(synth_cache, tmp_path):
     for bad in (-1, 2):
-        with pytest.raises(ConfigError, match="train.swa"):
+        with pytest.raises(ConfigError, match=r"train.swa .*below train.epochs \(2\).*--swa 0"):
             train(quick("default", synth_cache, tmp_path / "bad", **{"train.swa": bad, "train.epochs": 2}))
     assert not (tmp_path / "bad").exists()
 
