@@ -14,8 +14,9 @@ one step; on the CPU the growth of the process's peak RSS while stepping that ar
     python benchmarks/bench_architectures.py --architectures hps,hps:ibn=true,hps:ibn=true+mixstyle=0.5
 
 An entry ``NAME:KEY=VALUE+KEY=VALUE...`` builds architecture NAME with those backbone options on top of
-``--width`` (values read as TOML: ``true``, ``0.5``), so an option's cost is measured side by side
-with the plain ``hps`` in the same interleaved run.
+``--width`` (values read as ``--set`` reads them: TOML literals such as ``true`` and ``0.5``, other
+text as a string), so an option's cost is measured side by side with the plain ``hps`` in the same
+interleaved run.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def machine(device: torch.device) -> str:
 
 def parse_entry(entry: str) -> tuple[str, dict]:
     """'hps:ibn=true+mixstyle=0.5' -> ('hps', {'ibn': True, 'mixstyle': 0.5})."""
-    import tomllib
+    from facemtl.utils.options import parse_literal
 
     name, _, opts = entry.partition(":")
     options = {}
@@ -57,7 +58,7 @@ def parse_entry(entry: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise SystemExit(f"--architectures entry {entry!r}: write options as KEY=VALUE, got {item!r}")
-        options[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        options[key.strip()] = parse_literal(value.strip())
     return name.strip(), options
 
 

@@ -13,6 +13,7 @@ from rich.table import Column, Table
 from facemtl.cli._common import announce_synthetic_render, check_data_option, console, data_overrides, err_console, handle_errors, parse_name_list
 from facemtl.engine.trainer import Callbacks
 from facemtl.errors import ConfigError, TrainingInterrupted
+from facemtl.utils.options import parse_literal
 
 
 def _parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -21,18 +22,8 @@ def _parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (e.g. train.warmup_steps=100), got '{item}'.")
         k, v = item.split("=", 1)
-        out[k.strip()] = _literal(v.strip())
+        out[k.strip()] = parse_literal(v.strip())
     return out
-
-
-def _literal(text: str) -> Any:
-    """A TOML literal (number, boolean, list, quoted string) when it parses as one, else the text."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def build_config(

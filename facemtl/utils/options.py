@@ -1,4 +1,5 @@
-"""One parser for yes/no settings, so every option reads "1/true/yes/on" and "0/false/no/off" alike."""
+"""One parser for yes/no settings, so every option reads "1/true/yes/on" and "0/false/no/off" alike,
+and one for the values of KEY=VALUE options (``--set``, the benchmarks' option lists)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def auto_or_bool(value: Any, setting: str) -> bool | str:
         return parse_bool_or_auto(value)
     except ValueError as e:  # RunConfig.validate refuses these first; a config built by hand may not have run it
         raise ConfigError(f"{setting}: {e}") from None
+
+
+def parse_literal(text: str) -> Any:
+    """A TOML literal (number, boolean, list, quoted string) when it parses as one, else the text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
