@@ -1,6 +1,6 @@
 """What mining hard non-faces (``[mine]``) costs: a round's time against a training epoch's.
 
-Side by side in one run, the default recipe on the same SynthFaces cache, interleaved
+Side by side in one run, the quick recipe (the default before stop 40) on the same SynthFaces cache, interleaved
 ``--repeats`` times (median shown):
 
 - ``facemtl train`` for two epochs of ``--steps`` steps without mining (the run a user would
@@ -9,7 +9,7 @@ Side by side in one run, the default recipe on the same SynthFaces cache, interl
   ``mine.per_batch`` (8) mined windows appended to every batch of the second epoch.
 
 It reports the round's own time (the engine's record), the time per scene, the round in epochs of
-the default recipe's cache (6,400 training images at the engine's measured images/s), and the
+the quick recipe's cache (6,400 training images at the engine's measured images/s), and the
 step time of the second epoch with the appended windows against the run without them. The model
 is two short epochs old, so it keeps more windows than a trained one; the scan itself (rendering
 and scoring every window) does not depend on that.
@@ -33,7 +33,7 @@ from bench_train import small_cache  # benchmarks/ is on sys.path when a script 
 from facemtl.engine.config import apply_overrides, load_recipe
 from facemtl.engine.trainer import Callbacks, train
 
-#: training images per epoch of the default recipe's cache (8,000 images, 80 % train)
+#: training images per epoch of the quick recipe's cache (8,000 images, 80 % train)
 DEFAULT_TRAIN_IMAGES = 6400
 
 
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "facemtl-bench-mining")
     args = ap.parse_args()
     cache = small_cache(args.dir, args.num_images)
-    base = load_recipe("default")
+    base = load_recipe("quick")
     common = {"data.path": str(cache), "out": str(args.dir / "run"), "train.epochs": 2, "train.max_steps_per_epoch": args.steps,
               "train.val_batches": 1, "train.device": args.device}
     mining = {"mine.every": 1, "mine.start": 1, "mine.scenes": args.scenes}
@@ -89,7 +89,7 @@ def main() -> None:
     gpu = f"; {torch.cuda.get_device_name(torch.device(args.device))}" if args.device.startswith("cuda") else ""
     print(f"\nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"default recipe ({base.model.backbone} at {base.model.input_size} px), batch {base.train.batch_size}, "
+    print(f"quick recipe ({base.model.backbone} at {base.model.input_size} px), batch {base.train.batch_size}, "
           f"{args.steps} steps per epoch, median of {args.repeats} interleaved repeats\n")
     r, per_image = statistics.median(round_s), 1.0 / statistics.median(ips)
     epoch = DEFAULT_TRAIN_IMAGES * per_image

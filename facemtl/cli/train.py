@@ -147,7 +147,7 @@ def train(
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping patience in epochs (0 = off).")] = None,
     grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0 = off).")] = None,
     ema: Annotated[Optional[float], typer.Option("--ema", help="Validate, keep and export a moving average of the weights with this decay, e.g. 0.99 (0 = off; docs/training.md).")] = None,
-    swa: Annotated[Optional[int], typer.Option("--swa", help="From this many epochs on, that average is the plain mean of the weights after every step (stochastic weight averaging; 0 = off; docs/training.md).")] = None,
+    swa: Annotated[Optional[float], typer.Option("--swa", help="From this many epochs on (or, below 1, from this share of --epochs on: 0.5 = the second half), that average is the plain mean of the weights after every step (stochastic weight averaging; 0 = off; docs/training.md).")] = None,
     select: Annotated[Optional[str], typer.Option("--select", help="What picks best.pt and stops early: val_loss (the sum, default) or TASK/METRIC, e.g. landmarks/nme.")] = None,
     amp: Annotated[Optional[str], typer.Option("--amp", help="auto (bf16 on CUDA), bf16, fp16 or off.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,

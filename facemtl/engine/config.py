@@ -11,6 +11,9 @@ Rules that join settings live here, once, for the CLI and the Python API alike:
   recipe's ``model.input_size`` and ``model.options``, which were chosen for the recipe's
   backbone; overrides of those two keys in the same call apply on top
   (``--backbone small --set model.options.width=8`` keeps the width);
+- other tasks (``tasks.names`` overridden) without the task that the recipe's ``train.select``
+  names (``landmarks/nme``) make ``best.pt`` follow the summed validation loss (``val_loss``)
+  instead; a ``train.select`` given in the same call applies on top;
 - :meth:`RunConfig.validate` checks value ranges (``train.epochs >= 1``...), which
   :func:`facemtl.engine.trainer.train` runs before it writes anything.
 """
@@ -111,7 +114,9 @@ class TrainConfig:
     patience: int = 0  # early stopping on validation loss (or on `select`); 0 = off
     select: str = "val_loss"  # what best.pt and early stopping follow: val_loss (the sum) or TASK/METRIC, e.g. landmarks/nme
     ema: float = 0.0  # decay of the weights' moving average that validation, best.pt and export use; 0 = off
-    swa: int = 0  # from this many epochs on, that average is the plain mean of the weights after every step (SWA); 0 = off
+    #: from this many epochs on (a whole number), or from this share of train.epochs on (0 < swa < 1,
+    #: :func:`epochs_of`), that average is the plain mean of the weights after every step (SWA); 0 = off
+    swa: float = 0
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto: on CUDA only (on CPU it slowed the small CNN several-fold)
     compile: bool = False
@@ -139,6 +144,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mine: MineConfig = field(default_factory=MineConfig)
+
+    def resolved(self) -> RunConfig:
+        """This configuration with the settings given as a share of the epochs (``train.swa``,
+        ``mine.start``; :func:`epochs_of`) turned into whole epochs, as the trainer reads them and
+        the run folder's ``config.toml`` records them."""
+        e = self.train.epochs
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, swa=epochs_of(self.train.swa, e)),
+                                   mine=dataclasses.replace(self.mine, start=max(1, epochs_of(self.mine.start, e))))
 
     # -- conversions ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -179,7 +192,8 @@ class RunConfig:
             ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip >= 0, "0 (off) or more"),
             ("train.patience", t.patience, t.patience >= 0, "0 (off) or more"),
             ("train.ema", t.ema, 0 <= t.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.99"),
-            ("train.swa", t.swa, 0 <= t.swa < t.epochs, f"0 (off) or a number of epochs below train.epochs ({t.epochs})"),
+            ("train.swa", t.swa, t.swa == 0 or 0 < t.swa < 1 or (t.swa == int(t.swa) and 1 <= t.swa < t.epochs),
+             f"0 (off), a share of the epochs in (0, 1) or a whole number of epochs below train.epochs ({t.epochs})"),
             ("train.select", t.select, t.select == "val_loss" or bool(re.fullmatch(r"[^/\s]+/[^/\s]+", t.select)),
              "val_loss or TASK/METRIC, e.g. landmarks/nme"),
             ("train.seed", t.seed, 0 <= t.seed < 2**32 - 1024, "between 0 and 2**32 - 1024"),  # + rank, + offsets
@@ -194,6 +208,9 @@ class RunConfig:
              "a positive number of pixels"),
         ]
         checks += self.mine.checks()
+        if self.mine.enabled and self.mine.start >= 1:
+            checks.append(("mine.start", self.mine.start, self.mine.start < t.epochs,
+                           f"below train.epochs ({t.epochs}) for the mining round to come, or a share of the epochs in (0, 1)"))
         for task, k in t.shared_epochs.items():
             checks.append((f"train.shared_epochs.{task}", k, isinstance(k, int) and not isinstance(k, bool) and k >= 0,
                            "a whole number of epochs, 0 or more"))
@@ -232,8 +249,19 @@ _FLAGS = {
 
 #: what to do, after a range error of these settings
 _HINTS = {
-    "train.swa": " For a shorter run of a recipe that averages weights, pass a smaller --swa or --swa 0.",
+    "train.swa": " For a shorter run of a recipe that averages weights, pass a smaller --swa, a share such as --swa 0.5, or --swa 0.",
+    "mine.start": " For a shorter run, pass --set mine.start=0.5 (from half the epochs on) or --set mine.every=0 (no mining).",
 }
+
+
+def epochs_of(value: float, epochs: int) -> int:
+    """A setting counted in epochs, given as a whole number (``11``) or as a share of the run's
+    ``epochs`` (``0 < value < 1``, as scikit-learn reads a float ``max_features``): the share is
+    rounded to whole epochs and kept within 1 .. epochs - 1, so that ``swa = 0.45`` begins the
+    average at epoch 12 of 24 and at epoch 5 of 8. A run of one epoch has no room for it: 0."""
+    if 0 < value < 1:
+        return min(epochs - 1, max(1, round(value * epochs)))
+    return int(value)
 
 
 _SECTIONS = {
@@ -292,6 +320,11 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     backbone = overrides.get("model.backbone")
     if backbone is not None and backbone != cfg.model.backbone:  # the recipe's size and options suit its own backbone
         d["model"]["input_size"], d["model"]["options"] = None, {}
+    names = overrides.get("tasks.names")
+    if names is not None and "/" in cfg.train.select:  # the recipe's TASK/METRIC, for a task no longer trained
+        kept = names.split(",") if isinstance(names, str) else list(names)
+        if cfg.train.select.split("/")[0] not in [n.strip() for n in kept]:
+            d["train"]["select"] = "val_loss"
     for key, value in overrides.items():
         if value is None:
             continue
@@ -322,9 +355,8 @@ def load_recipe(name_or_path: str) -> RunConfig:
         return load_config_file(path, "recipe file")
     if name_or_path not in recipe_names():
         raise UnknownNameError("recipe", name_or_path, recipe_names())
-    data = (resources.files("facemtl") / "recipes" / f"{name_or_path}.toml").read_bytes()
     where = f"recipe '{name_or_path}'"
-    return RunConfig.from_dict(_parse_toml(data, where), where)
+    return RunConfig.from_dict(_recipe_dict(name_or_path, where), where)
 
 
 def load_config_file(path: str | Path, what: str = "configuration") -> RunConfig:
@@ -335,11 +367,53 @@ def load_config_file(path: str | Path, what: str = "configuration") -> RunConfig
         raise MissingFileError(f"{what} {path} does not exist.")
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder; give a .toml file.")
+    return RunConfig.from_dict(_file_dict(path, f"{what} {path}"), str(path))
+
+
+def _file_dict(path: Path, where: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}.") from None
-    return RunConfig.from_dict(_parse_toml(data, f"{what} {path}"), str(path))
+        raise ConfigError(f"cannot read {where}: {e.strerror or e}.") from None
+    return _extend(_parse_toml(data, where), where, path.parent, seen + (str(path.resolve()),))
+
+
+def _recipe_dict(name: str, where: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    data = (resources.files("facemtl") / "recipes" / f"{name}.toml").read_bytes()
+    return _extend(_parse_toml(data, where), where, None, seen + (name,))
+
+
+def _extend(d: dict[str, Any], where: str, folder: Path | None, seen: tuple[str, ...]) -> dict[str, Any]:
+    """``extends = "BASE"`` at the top of a recipe: BASE's settings (a packaged recipe's name, or a
+    TOML file beside this one) with this file's on top, table by table (``[model.options]`` keeps
+    BASE's keys that this file does not set; lists and values replace BASE's)."""
+    base_name = d.pop("extends", None)
+    if base_name is None:
+        return d
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{where}: 'extends' must be a recipe name or a TOML file, got {base_name!r}.")
+    base_path = (folder / base_name) if folder is not None else None
+    if base_path is not None and (base_name.endswith(".toml") or base_path.exists()):
+        key, base_where = str(base_path.resolve()), f"{where} extends {base_path}"
+        if key in seen:
+            raise ConfigError(f"{where}: 'extends' goes round in a circle ({' -> '.join(seen)} -> {base_name}).")
+        if not base_path.is_file():
+            raise MissingFileError(f"{where} extends {base_path}, which does not exist.")
+        base = _file_dict(base_path, base_where, seen)
+    else:
+        if base_name in seen:
+            raise ConfigError(f"{where}: 'extends' goes round in a circle ({' -> '.join(seen)} -> {base_name}).")
+        if base_name not in recipe_names():
+            raise UnknownNameError("recipe", base_name, recipe_names())
+        base = _recipe_dict(base_name, f"recipe '{base_name}'", seen)
+    return _merge(base, d)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _parse_toml(data: bytes, where: str) -> dict[str, Any]:

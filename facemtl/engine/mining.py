@@ -60,7 +60,7 @@ class MineConfig:
     """``[mine]``: hard non-faces mined during training (module docstring); ``every = 0`` is off."""
 
     every: int = 0            # epochs between rounds; 0: no mining
-    start: int = 8            # the first round runs after this many epochs
+    start: float = 8          # the first round runs after this many epochs, or after this share of train.epochs (0 < start < 1)
     scenes: int = 160         # fresh scenes scanned per round
     photos: float = 0.0       # share of them that are windows of SynthFaces' photos (no faces) instead of scenes
     per_scene: int = 4        # at most this many windows kept from one scene
@@ -80,7 +80,8 @@ class MineConfig:
         """(setting, value, holds, what it must be), for :meth:`RunConfig.validate`."""
         return [
             ("mine.every", self.every, self.every >= 0, "0 (off) or a number of epochs"),
-            ("mine.start", self.start, self.start >= 1, "at least 1"),
+            ("mine.start", self.start, 0 < self.start < 1 or (self.start == int(self.start) and self.start >= 1),
+             "a whole number of epochs, at least 1, or a share of train.epochs in (0, 1)"),
             ("mine.scenes", self.scenes, self.scenes >= 1, "at least 1"),
             ("mine.photos", self.photos, 0.0 <= self.photos <= 1.0, "a share in [0, 1]"),
             ("mine.per_scene", self.per_scene, self.per_scene >= 1, "at least 1"),
@@ -100,14 +101,13 @@ class MineConfig:
 
 
 def synth_config_of(cache) -> Any:
-    """The :class:`~facemtl.data.synth.SynthConfig` a SynthFaces cache was rendered with, or a
-    :class:`ConfigError` saying that mining needs one."""
+    """The :class:`~facemtl.data.synth.SynthConfig` a SynthFaces cache was rendered with, or None
+    for another cache (mining renders scenes with those settings, so it needs one)."""
     from facemtl.data.synth import SynthConfig
 
     prov = cache.provenance
     if prov.get("generator") != "SynthFaces" or not isinstance(prov.get("config"), dict):
-        raise ConfigError(f"[mine] renders SynthFaces scenes with the training cache's settings, but {cache.path} is not a "
-                          "SynthFaces cache; train on one (`facemtl prepare synthetic`) or set mine.every = 0.")
+        return None
     known = {f.name for f in dataclasses.fields(SynthConfig)}
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in prov["config"].items() if k in known}
     return SynthConfig(**cfg)

@@ -296,15 +296,25 @@ def build_run(cfg: RunConfig, dist_info: distributed.DistInfo, ckpt: dict[str, A
 
 
 def build_miner(cfg: RunConfig, data: RunData, task_names: list[str], plan: list[tuple[int, int]], rank: int) -> HardNegatives | None:
-    """The pool of mined non-faces when ``[mine]`` is on (one SynthFaces cache, a detection task), else None."""
+    """The pool of mined non-faces when ``[mine]`` is on and applies (one SynthFaces cache, a
+    detection task), else None. Where it does not apply (the default recipe mines, and a run of
+    it may train other tasks or another cache) the run goes on without it and says so once."""
     if not cfg.mine.enabled:
         return None
+    synth = None if data.multi else synth_config_of(data.caches[0])
+    why = None
     if data.multi:
-        raise ConfigError("[mine] works on a run with one SynthFaces cache; this run has several. Set mine.every = 0.")
-    if "detection" not in task_names:
-        raise ConfigError(f"[mine] adds non-faces for the detection task, which this run does not train (its tasks: "
-                          f"{', '.join(task_names)}); add detection or set mine.every = 0.")
-    return HardNegatives(cfg.mine, synth_config_of(data.caches[0]), [src for src, _ in plan], cfg.train.seed + 7919 * rank)
+        why = "it works on a run with one SynthFaces cache and this run has several"
+    elif "detection" not in task_names:
+        why = f"it adds non-faces for the detection task, which this run does not train (its tasks: {', '.join(task_names)})"
+    elif synth is None:
+        why = (f"it renders SynthFaces scenes with the training cache's settings, and {data.caches[0].path} is not a "
+               "SynthFaces cache")
+    if why is not None:
+        if rank == 0:
+            log.warning("[mine] is skipped: %s. Set mine.every = 0 to silence this.", why)
+        return None
+    return HardNegatives(cfg.mine, synth, [src for src, _ in plan], cfg.train.seed + 7919 * rank)
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> TrainState:
@@ -584,7 +594,7 @@ def _loop(run: Run, state: TrainState, cb: Callbacks, speed: Speed) -> bool:
 
 def train(cfg: RunConfig, *, resume: bool = False, force: bool = False, callbacks: Callbacks | None = None) -> TrainResult:
     """Train ``cfg``; with ``resume`` continue from ``<run>/last.pt`` exactly where it stopped."""
-    cfg.validate()  # option ranges, before anything is written
+    cfg = cfg.validate().resolved()  # option ranges, before anything is written; shares of the epochs made whole
     RunData.check_exist(cfg.data.paths())  # several caches: all of them, before a run folder is made
     cb, t0 = callbacks or Callbacks(), time.perf_counter()
     dist_info = distributed.setup(cfg.train.device)

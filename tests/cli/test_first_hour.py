@@ -52,7 +52,7 @@ def test_render_is_announced_with_its_duration(tmp_path, capsys):
     from facemtl.cli import _common
     from facemtl.engine.config import apply_overrides, load_recipe
 
-    cfg = apply_overrides(load_recipe("default"), {"data.path": str(tmp_path / "s.h5"), "data.synthetic_images": 4000})
+    cfg = apply_overrides(load_recipe("quick"), {"data.path": str(tmp_path / "s.h5"), "data.synthetic_images": 4000})
     _common.announce_synthetic_render(cfg, sample=4)
     err = " ".join(capsys.readouterr().err.split())
     # the default recipe's model reads 64 px: that size alone is rendered (not 56, 112, 224)

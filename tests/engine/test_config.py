@@ -36,6 +36,33 @@ def test_overrides_and_toml_round_trip(tmp_path):
     assert load_recipe(str(p)) == cfg
 
 
+def test_extends_takes_the_base_and_lays_the_file_on_top(tmp_path):
+    """``extends``: the base recipe's settings, this file's on top table by table."""
+    s2r, default = load_recipe("synth-to-real"), load_recipe("default")
+    assert s2r.name == "synth-to-real" and s2r.train == default.train and s2r.model == default.model
+    assert s2r.augment == default.augment and s2r.mine == default.mine and s2r.data == default.data
+    (tmp_path / "mine.toml").write_text('name = "mine"\nextends = "default"\n[model.options]\nmixstyle = 0.0\n'
+                                        '[train]\nepochs = 5\n[tasks]\nnames = ["landmarks"]\n')
+    mine = load_recipe(str(tmp_path / "mine.toml"))
+    assert mine.model.options == {"mixstyle": 0.0, "ibn": True}  # the base's ibn is kept beside the new value
+    assert mine.train.epochs == 5 and mine.train.lr == default.train.lr and mine.tasks.names == ("landmarks",)
+    (tmp_path / "more.toml").write_text('name = "more"\nextends = "mine.toml"\n[train]\nlr = 0.01\n')
+    more = load_recipe(str(tmp_path / "more.toml"))  # a file beside this one, itself extending a packaged recipe
+    assert (more.name, more.train.epochs, more.train.lr, more.model.options["ibn"]) == ("more", 5, 0.01, True)
+
+
+@pytest.mark.parametrize("body, error, match", [
+    ('extends = "defualt"', UnknownNameError, "Did you mean 'default'"),
+    ('extends = "gone.toml"', MissingFileError, "extends .*gone.toml, which does not exist"),
+    ('extends = "r.toml"', ConfigError, "goes round in a circle"),
+    ("extends = 3", ConfigError, "'extends' must be a recipe name or a TOML file"),
+])
+def test_extends_errors_name_the_file(tmp_path, body, error, match):
+    (tmp_path / "r.toml").write_text(body + "\n")
+    with pytest.raises(error, match=match):
+        load_recipe(str(tmp_path / "r.toml"))
+
+
 def test_bad_keys_and_types():
     with pytest.raises(ConfigError, match="unknown setting"):
         apply_overrides(RunConfig(), {"train.epoch": 3})
@@ -67,6 +94,17 @@ def test_schedules():
     with pytest.raises(UnknownNameError):
         lr_multiplier("linear", epoch=0, step=0, total_steps=1)
     assert math.isclose(lr_multiplier("seed004", epoch=0, step=0, **kw), 1.0)
+
+
+def test_other_tasks_drop_the_recipes_select_when_its_task_is_gone():
+    """The default recipe keeps best.pt by landmarks/nme; a run of it without landmarks follows the
+    summed validation loss, and a --select given with the tasks still wins."""
+    default = load_recipe("default")
+    assert default.train.select == "landmarks/nme"
+    assert apply_overrides(default, {"tasks.names": ["smile"]}).train.select == "val_loss"
+    assert apply_overrides(default, {"tasks.names": "landmarks,smile"}).train.select == "landmarks/nme"
+    assert apply_overrides(default, {"tasks.names": ["smile"], "train.select": "smile/f1"}).train.select == "smile/f1"
+    assert apply_overrides(default, {"train.epochs": 2}).train.select == "landmarks/nme"
 
 
 # -- another backbone, in the config layer (issue 14 item 14) --------------------------------------------

@@ -24,7 +24,7 @@ class SaveState(Callbacks):
 def _worker(rank, world, port, cache, out, weighting, result_dir):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    cfg = apply_overrides(load_recipe("default"), {
+    cfg = apply_overrides(load_recipe("quick"), {
         "data.path": cache, "out": out, "train.device": "cpu", "train.batch_size": 16, "train.epochs": 2,
         "train.max_steps_per_epoch": 6, "model.input_size": 56, "tasks.names": ["landmarks", "smile", "pose"],
         "weighting.name": weighting, "weighting.options": {},

@@ -52,7 +52,7 @@ def test_ema_of_unchanged_weights_is_those_weights_and_takes_no_gradient():
 def test_ema_setting_is_checked(synth_cache, tmp_path):
     for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match="--ema"):
-            train(quick("default", synth_cache, tmp_path / "bad", **{"train.ema": bad}))
+            train(quick("quick", synth_cache, tmp_path / "bad", **{"train.ema": bad}))
     assert not (tmp_path / "bad").exists()
 
 
@@ -72,7 +72,7 @@ def test_training_with_ema_keeps_the_average_and_resumes_exactly(synth_cache, tm
     model, tasks, *_ = load_model(tmp_path / "full", prefer="last.pt")
     assert full.history[-1]["val_loss"] == pytest.approx(_val_loss(model, tasks, cfg), rel=1e-5)
     # without the average the same steps end elsewhere
-    plain = train(quick("default", synth_cache, tmp_path / "plain", **{**over, "train.ema": 0.0}))
+    plain = train(quick("quick", synth_cache, tmp_path / "plain", **{**over, "train.ema": 0.0}))
     assert plain.history[-1]["val_loss"] != full.history[-1]["val_loss"]
     assert "train_model" not in torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
 
@@ -80,8 +80,8 @@ def test_training_with_ema_keeps_the_average_and_resumes_exactly(synth_cache, tm
 def _full_and_cut(synth_cache, tmp_path, over: dict, stop: StopAt):
     """A run of ``over`` straight through, and the same run cut by ``stop`` and resumed: (the
     straight run's result, the cut run's config, the two runs' last checkpoints)."""
-    full = train(quick("default", synth_cache, tmp_path / "full", **over))
-    cfg = quick("default", synth_cache, tmp_path / "cut", **over)
+    full = train(quick("quick", synth_cache, tmp_path / "full", **over))
+    cfg = quick("quick", synth_cache, tmp_path / "cut", **over)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=stop)
     train(cfg, resume=True)
@@ -128,9 +128,9 @@ def test_uniform_updates_average_every_step_since_they_began():
 
 
 def test_swa_setting_is_checked(synth_cache, tmp_path):
-    for bad in (-1, 2):
-        with pytest.raises(ConfigError, match=r"train.swa .*below train.epochs \(2\).*--swa 0"):
-            train(quick("default", synth_cache, tmp_path / "bad", **{"train.swa": bad, "train.epochs": 2}))
+    for bad in (-1, 2, 1.5):
+        with pytest.raises(ConfigError, match=r"train.swa .*below train.epochs \(2\).*--swa 0.5.*--swa 0"):
+            train(quick("quick", synth_cache, tmp_path / "bad", **{"train.swa": bad, "train.epochs": 2}))
     assert not (tmp_path / "bad").exists()
 
 
@@ -158,7 +158,7 @@ def test_training_with_swa_averages_the_later_epochs_and_resumes_exactly(synth_c
 
     real = trainer.build_run
     monkeypatch.setattr(trainer, "build_run", build_run)
-    train(quick("default", synth_cache, tmp_path / "again", **over), callbacks=Keep())
+    train(quick("quick", synth_cache, tmp_path / "again", **over), callbacks=Keep())
     assert len(snaps) == 6
     for k, v in a["model"].items():
         if v.is_floating_point():

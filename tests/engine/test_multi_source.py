@@ -55,7 +55,7 @@ def config(a, b, out, **kw):
             "train.batch_size": 16, "train.epochs": 1, "train.max_steps_per_epoch": 6, "model.input_size": 56,
             "tasks.names": ["landmarks", "smile", "expression"], "weighting.name": "ew", "weighting.options": {}}
     over.update(kw)
-    return apply_overrides(load_recipe("default"), over)
+    return apply_overrides(load_recipe("quick"), over)
 
 
 def test_each_task_is_measured_on_the_caches_that_label_it(two_caches, tmp_path):

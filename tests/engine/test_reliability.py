@@ -29,7 +29,7 @@ def tiny(cache, out, **over):
             "tasks.names": ["landmarks", "smile"], "model.input_size": 56, "model.options": {"width": 8},
             "train.epochs": 1, "train.max_steps_per_epoch": 3, "train.val_batches": 1}
     base.update(over)
-    return apply_overrides(load_recipe("default"), base)
+    return apply_overrides(load_recipe("quick"), base)
 
 
 def metrics(run: Path) -> pd.DataFrame:

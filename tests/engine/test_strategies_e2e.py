@@ -30,13 +30,13 @@ def _over(name: str) -> dict:
 
 @pytest.mark.parametrize("name", WEIGHTINGS.names())
 def test_strategy_learns_and_resumes_exactly(name, synth_cache, tmp_path):
-    full = train(quick("default", synth_cache, tmp_path / "full", **_over(name)))
+    full = train(quick("quick", synth_cache, tmp_path / "full", **_over(name)))
     hist = pd.DataFrame(full.history)
     assert all(math.isfinite(v) for v in hist["train_loss"]), hist["train_loss"].tolist()
     for t in TASKS:  # every task learns under the strategy, not only the summed loss
         assert hist[f"train_loss/{t}"].iloc[-1] < hist[f"train_loss/{t}"].iloc[0], (t, hist[f"train_loss/{t}"].tolist())
 
-    cfg = quick("default", synth_cache, tmp_path / "cut", **_over(name))
+    cfg = quick("quick", synth_cache, tmp_path / "cut", **_over(name))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=StopAt(epoch=1, step=3))
     resumed = train(cfg, resume=True)

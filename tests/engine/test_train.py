@@ -65,8 +65,11 @@ def mean_bacc(m, names):
 
 # Each recipe on a small SynthFaces set for a few epochs must beat chance clearly on its tasks.
 RECIPE_CHECKS = {
-    "default": ({"model.input_size": 56, "train.epochs": 3},
+    # IBN, MixStyle, random convolutions (slower to start than quick), a mining round of 8 scenes before epoch 4, the weight average from it
+    "default": ({"model.input_size": 56, "train.epochs": 6, "mine.scenes": 8},
                 lambda m, ch: beats(m, ch, "landmarks", "detection") and m["attributes"]["balanced_accuracy"] > 0.55),
+    "quick": ({"model.input_size": 56, "train.epochs": 3},
+              lambda m, ch: beats(m, ch, "landmarks", "detection") and m["attributes"]["balanced_accuracy"] > 0.55),
     # its auxiliaries weigh 0.1: in 6 short epochs pose is learnt, gender not yet (0.87 after 30 on its own cache)
     "tcdcn": ({"train.epochs": 6}, lambda m, ch: m["landmarks"]["nme"] < 0.9 * ch["landmarks_nme"] and beats(m, ch, "pose")),
     "gender-glasses": ({"train.epochs": 3}, lambda m, ch: mean_bacc(m, ["gender"]) > 0.6),
@@ -121,8 +124,8 @@ def test_augmented_training_resumes_exactly(synth_cache, tmp_path, extra):
 
     over = {"tasks.names": ["landmarks", "pose", "smile"], "model.input_size": 56, "train.epochs": 2,
             "train.max_steps_per_epoch": 5, "augment.preset": "strong", **extra}
-    full = train(quick("default", synth_cache, tmp_path / "full", **over))
-    cfg = quick("default", synth_cache, tmp_path / "cut", **over)
+    full = train(quick("quick", synth_cache, tmp_path / "full", **over))
+    cfg = quick("quick", synth_cache, tmp_path / "cut", **over)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=StopAt(epoch=1, step=2))
     resumed = train(cfg, resume=True)
@@ -130,7 +133,7 @@ def test_augmented_training_resumes_exactly(synth_cache, tmp_path, extra):
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
-    plain = train(quick("default", synth_cache, tmp_path / "plain", **{**over, "augment.preset": "none"}))
+    plain = train(quick("quick", synth_cache, tmp_path / "plain", **{**over, "augment.preset": "none"}))
     assert plain.history[0]["train_loss"] != full.history[0]["train_loss"]  # the augmentation did change the batches
 
 
@@ -142,11 +145,11 @@ def test_mining_resumes_exactly(synth_cache, tmp_path):
     over = {"tasks.names": ["detection", "landmarks"], "model.input_size": 56, "train.epochs": 3,
             "train.max_steps_per_epoch": 4, "augment.preset": "light", "mine.every": 1, "mine.start": 1,
             "mine.scenes": 2, "mine.per_batch": 4, "mine.min_score": 0.0, "mine.window_sizes": [112, 160]}
-    full = train(quick("default", synth_cache, tmp_path / "full", **over))
+    full = train(quick("quick", synth_cache, tmp_path / "full", **over))
     ref = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     assert [r["epoch"] for r in ref["mined"]["rounds"]] == [1, 2] and len(ref["mined"]["pool"][56]) > 0
     for name, stop in (("mid", StopAt(epoch=2, step=2)), ("edge", StopAt(epoch=1, step=4))):
-        cfg = quick("default", synth_cache, tmp_path / name, **over)
+        cfg = quick("quick", synth_cache, tmp_path / name, **over)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, callbacks=stop)
         resumed = train(cfg, resume=True)
@@ -154,7 +157,7 @@ def test_mining_resumes_exactly(synth_cache, tmp_path):
         got = torch.load(tmp_path / name / "last.pt", weights_only=False)
         assert torch.equal(got["mined"]["pool"][56], ref["mined"]["pool"][56])
         assert all(torch.allclose(ref["model"][k].float(), got["model"][k].float(), atol=1e-6) for k in ref["model"])
-    plain = train(quick("default", synth_cache, tmp_path / "plain", **{**over, "mine.every": 0}))
+    plain = train(quick("quick", synth_cache, tmp_path / "plain", **{**over, "mine.every": 0}))
     assert plain.history[1]["train_loss"] != full.history[1]["train_loss"]  # the mined windows did join the batches
 
 
@@ -163,29 +166,60 @@ def test_mining_resumes_exactly(synth_cache, tmp_path):
     ({"mine.every": 2, "mine.window_sizes": [8]}, "mine.window_sizes"),
     ({"mine.every": 2, "mine.min_score": 1.0}, "mine.min_score"),
     ({"mine.every": 2, "mine.max_landmarks": 3}, "mine.max_landmarks"),
-    ({"mine.every": 2, "tasks.names": ["landmarks"]}, "does not train"),
+    ({"mine.every": 1, "mine.start": 3, "train.epochs": 3}, r"mine.start .*below train.epochs \(3\).*mine.start=0.5"),
+    ({"mine.every": 1, "mine.start": 1.5}, "mine.start"),
 ])
 def test_mining_refuses_bad_settings(synth_cache, tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
-        train(quick("default", synth_cache, tmp_path / "bad", **over))
+        train(quick("quick", synth_cache, tmp_path / "bad", **over))
     assert not (tmp_path / "bad").exists()
 
 
-def test_mining_refuses_a_cache_that_is_not_synthfaces(toy_cache, tmp_path):
-    cfg = quick("default", toy_cache, tmp_path / "toy", **{"tasks.names": ["detection"], "model.input_size": 32,
-                                                          "mine.every": 1})
-    with pytest.raises(ConfigError, match="not a SynthFaces cache"):
+@pytest.mark.parametrize("where, over, why", [
+    ("toy", {"tasks.names": ["detection"], "model.input_size": 32}, "is not a SynthFaces cache"),
+    ("synth", {"tasks.names": ["landmarks"], "model.input_size": 56}, "which this run does not train"),
+])
+def test_mining_is_skipped_where_it_cannot_apply(where, over, why, toy_cache, synth_cache, tmp_path, caplog):
+    """The default recipe mines; a run of it on another cache or without detection goes on without
+    mining and says why (mining needs SynthFaces' scene settings and a detection head)."""
+    import torch
+
+    cache = toy_cache if where == "toy" else synth_cache
+    cfg = quick("quick", cache, tmp_path / where, **{**over, "mine.every": 1, "mine.start": 1, "train.epochs": 2,
+                                                      "train.max_steps_per_epoch": 2})
+    with caplog.at_level("WARNING"):
         train(cfg)
+    assert any("[mine] is skipped" in r.getMessage() and why in r.getMessage() for r in caplog.records)
+    assert torch.load(tmp_path / where / "last.pt", weights_only=False).get("mined") is None
+
+
+def test_shares_of_the_epochs_become_whole_epochs(synth_cache, tmp_path):
+    """train.swa and mine.start below 1 are shares of train.epochs (the default recipe's 0.45: epoch
+    12 of 24, 5 of 8), so a shorter run of a recipe keeps its schedule's shape."""
+    import torch
+
+    from facemtl.engine.config import epochs_of
+
+    assert [epochs_of(0.45, e) for e in (1, 2, 8, 12, 24, 48)] == [0, 1, 4, 5, 11, 22]
+    assert epochs_of(11, 24) == 11 and epochs_of(0, 24) == 0
+    over = {"tasks.names": ["detection", "landmarks"], "model.input_size": 56, "train.epochs": 3,
+            "train.max_steps_per_epoch": 2, "train.swa": 0.5, "mine.every": 1, "mine.start": 0.5, "mine.scenes": 2,
+            "mine.window_sizes": [112]}
+    train(quick("quick", synth_cache, tmp_path / "r", **over))
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    assert [r["epoch"] for r in ck["mined"]["rounds"]] == [2]  # round(0.5 * 3) = 2: rounds before epochs 3 on
+    written = (tmp_path / "r" / "config.toml").read_text()
+    assert "swa = 2\n" in written and "start = 2\n" in written  # the run folder records the whole epochs
 
 
 def test_resume_refuses_other_configuration(synth_cache, tmp_path):
     over = {"tasks.names": ["landmarks"], "model.input_size": 56, "train.epochs": 1, "train.max_steps_per_epoch": 2}
-    train(quick("default", synth_cache, tmp_path / "r", **over))
-    other = quick("default", synth_cache, tmp_path / "r", **{**over, "tasks.names": ["landmarks", "smile"], "train.epochs": 2})
+    train(quick("quick", synth_cache, tmp_path / "r", **over))
+    other = quick("quick", synth_cache, tmp_path / "r", **{**over, "tasks.names": ["landmarks", "smile"], "train.epochs": 2})
     with pytest.raises(CheckpointError, match="tasks"):
         train(other, resume=True)
     with pytest.raises(ConfigError, match="--resume"):
-        train(quick("default", synth_cache, tmp_path / "r", **over))
+        train(quick("quick", synth_cache, tmp_path / "r", **over))
 
 
 @pytest.mark.parametrize("over, err, match", [
@@ -198,7 +232,7 @@ def test_resume_refuses_other_configuration(synth_cache, tmp_path):
 ])
 def test_bad_configuration(synth_cache, tmp_path, over, err, match):
     with pytest.raises(err, match=match):
-        train(quick("default", synth_cache, tmp_path / "bad", **over))
+        train(quick("quick", synth_cache, tmp_path / "bad", **over))
 
 
 def test_cache_without_labels_for_a_task(tmp_path):
@@ -206,11 +240,11 @@ def test_cache_without_labels_for_a_task(tmp_path):
 
     cache = write_toy_cache(tmp_path / "toy.h5", n=64, sizes=(56,))
     with pytest.raises(ConfigError, match="expression"):
-        train(quick("default", cache, tmp_path / "x", **{"tasks.names": ["landmarks", "expression"]}))
+        train(quick("quick", cache, tmp_path / "x", **{"tasks.names": ["landmarks", "expression"]}))
 
 
 def test_nan_loss_stops_with_task_and_step(synth_cache, tmp_path):
-    cfg = quick("default", synth_cache, tmp_path / "nan", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.lr": 1e6,
+    cfg = quick("quick", synth_cache, tmp_path / "nan", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.lr": 1e6,
                                                             "train.optimizer": "sgd", "train.momentum": 0.0, "train.epochs": 3})
     with pytest.raises(TrainingDiverged, match=r"task '(landmarks|smile)'.*step \d+"):
         train(cfg)
@@ -270,7 +304,7 @@ def test_shared_epochs_keep_training_the_head(synth_cache, tmp_path):
             "train.max_steps_per_epoch": 4, "train.shared_epochs": {"smile": 1},
             "weighting.name": "fixed", "weighting.options": {"weights": {"landmarks": 1.0, "smile": 0.3}}}
     spy = SharedEpochsSpy(tmp_path / "se")
-    res = train(quick("default", synth_cache, tmp_path / "se", **over), callbacks=spy)
+    res = train(quick("quick", synth_cache, tmp_path / "se", **over), callbacks=spy)
     assert {round(w["smile"], 6) for w in spy.weights[0]} == {0.3}  # epochs from 0 here
     assert {w["smile"] for e in (1, 2) for w in spy.weights[e]} == {1.0}
     second, third = (spy.models[e] for e in sorted(spy.models)[1:])
@@ -290,7 +324,7 @@ def test_shared_epochs_zero_is_a_probe(synth_cache, tmp_path):
         over = {**base, "weighting.options": {"weights": {"landmarks": 1.0, "smile": w}},
                 **({"train.shared_epochs": {"smile": 0}} if probe else {})}
         out = tmp_path / f"p{w}{probe}"
-        train(quick("default", synth_cache, out, **over))
+        train(quick("quick", synth_cache, out, **over))
         models[w, probe] = torch.load(out / "last.pt", weights_only=False)["train_model"]
     a, b, c = models[0.3, True], models[3.0, True], models[3.0, False]
     trunk = [k for k in a if not k.startswith("heads.") and a[k].is_floating_point()]
@@ -304,14 +338,14 @@ def test_shared_epochs_zero_is_a_probe(synth_cache, tmp_path):
     ({"smile": 1.5}, r"train.shared_epochs.smile must be"),
 ])
 def test_bad_shared_epochs(synth_cache, tmp_path, shared_epochs, match):
-    cfg = quick("default", synth_cache, tmp_path / "bad", **{"tasks.names": ["landmarks", "smile"], "train.shared_epochs": shared_epochs})
+    cfg = quick("quick", synth_cache, tmp_path / "bad", **{"tasks.names": ["landmarks", "smile"], "train.shared_epochs": shared_epochs})
     with pytest.raises(ConfigError, match=match):
         train(cfg)
     assert not (tmp_path / "bad").exists()
 
 
 def test_early_stopping(synth_cache, tmp_path):
-    cfg = quick("default", synth_cache, tmp_path / "es", **{"tasks.names": ["smile"], "model.input_size": 56, "train.epochs": 20,
+    cfg = quick("quick", synth_cache, tmp_path / "es", **{"tasks.names": ["smile"], "model.input_size": 56, "train.epochs": 20,
                                                            "train.patience": 1, "train.lr": 0.05, "train.max_steps_per_epoch": 4,
                                                            "train.schedule": "constant"})
     res = train(cfg)
@@ -335,7 +369,7 @@ def test_select_scores_follow_the_metric_direction():
 def test_select_picks_best_pt_and_early_stopping_by_a_metric(synth_cache, tmp_path):
     over = {"tasks.names": ["landmarks", "smile"], "model.input_size": 56, "train.epochs": 5, "train.max_steps_per_epoch": 4,
             "train.select": "smile/balanced_accuracy", "train.schedule": "constant", "train.patience": 1}
-    res = train(quick("default", synth_cache, tmp_path / "sel", **over))
+    res = train(quick("quick", synth_cache, tmp_path / "sel", **over))
     # replay the rule on the logged metric: the first epoch of the highest balanced accuracy so far is
     # best.pt, and the run stops after the first epoch that does not raise it
     best, best_epoch, stop = -1.0, 0, len(res.history)
@@ -351,9 +385,9 @@ def test_select_picks_best_pt_and_early_stopping_by_a_metric(synth_cache, tmp_pa
 
     assert load_checkpoint(tmp_path / "sel" / "best.pt")["epoch"] == res.best_epoch
     with pytest.raises(ConfigError, match="no task 'pose'"):
-        train(quick("default", synth_cache, tmp_path / "bad", **{**over, "train.select": "pose/accuracy"}))
+        train(quick("quick", synth_cache, tmp_path / "bad", **{**over, "train.select": "pose/accuracy"}))
     with pytest.raises(ConfigError, match="--select"):
-        train(quick("default", synth_cache, tmp_path / "bad2", **{**over, "train.select": "nme"}))
+        train(quick("quick", synth_cache, tmp_path / "bad2", **{**over, "train.select": "nme"}))
 
 
 def test_train_state_keeps_the_best_score_and_counts_bad_epochs():
@@ -370,7 +404,7 @@ def test_train_state_keeps_the_best_score_and_counts_bad_epochs():
 
 
 def test_bf16_autocast_on_cpu(synth_cache, tmp_path):
-    cfg = quick("default", synth_cache, tmp_path / "amp", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56,
+    cfg = quick("quick", synth_cache, tmp_path / "amp", **{"tasks.names": ["landmarks", "smile"], "model.input_size": 56,
                                                             "train.amp": "bf16", "train.epochs": 1, "train.max_steps_per_epoch": 6})
     res = train(cfg)
     assert math.isfinite(res.history[-1]["train_loss"])
@@ -379,7 +413,7 @@ def test_bf16_autocast_on_cpu(synth_cache, tmp_path):
 def test_missing_synthfaces_is_rendered_at_the_models_sizes_only(tmp_path):
     from facemtl.data.cache import FaceCache
 
-    cfg = quick("default", tmp_path / "auto.h5", tmp_path / "run", **{
+    cfg = quick("quick", tmp_path / "auto.h5", tmp_path / "run", **{
         "data.synthetic_images": 160, "data.synthetic_identities": 10, "model.input_size": 48, "tasks.names": ["landmarks"],
         "train.epochs": 1, "train.max_steps_per_epoch": 1})
     train(cfg)
@@ -389,14 +423,14 @@ def test_missing_synthfaces_is_rendered_at_the_models_sizes_only(tmp_path):
 def test_missing_synthfaces_is_rendered_with_the_recipes_framing(tmp_path):
     from facemtl.data.cache import FaceCache
 
-    cfg = quick("default", tmp_path / "auto.h5", tmp_path / "run", **{
+    cfg = quick("quick", tmp_path / "auto.h5", tmp_path / "run", **{
         "data.synthetic_images": 40, "data.synthetic_identities": 4, "data.synthetic_face_scale": "1.0,1.4",
         "model.input_size": 40, "tasks.names": ["landmarks"], "train.epochs": 1, "train.max_steps_per_epoch": 1})
     assert cfg.data.synthetic_face_scale == (1.0, 1.4)
     train(cfg)
     assert tuple(FaceCache(tmp_path / "auto.h5").provenance["config"]["face_scale"]) == (1.0, 1.4)
     with pytest.raises(ConfigError, match=r"data.synthetic_face_scale must be empty .* two numbers"):
-        quick("default", tmp_path / "auto.h5", tmp_path / "run2", **{"data.synthetic_face_scale": [1.4, 1.0]}).validate()
+        quick("quick", tmp_path / "auto.h5", tmp_path / "run2", **{"data.synthetic_face_scale": [1.4, 1.0]}).validate()
 
 
 def test_checkpoints_from_before_the_heatmap_head_still_load_and_resume(synth_cache, tmp_path):
@@ -407,13 +441,13 @@ def test_checkpoints_from_before_the_heatmap_head_still_load_and_resume(synth_ca
 
     over = {"tasks.names": ["landmarks", "smile"], "model.input_size": 48, "train.epochs": 1, "train.max_steps_per_epoch": 2,
             "tasks.options": {"landmarks": {"head": "linear"}}}
-    train(quick("default", synth_cache, tmp_path / "old", **over))
+    train(quick("quick", synth_cache, tmp_path / "old", **over))
     for name in ("last.pt", "best.pt"):  # what 0.1.0 wrote: no head option
         state = torch.load(tmp_path / "old" / name, weights_only=False)
         state["config"]["tasks"]["options"] = {}
-        state["config_digest"] = apply_overrides(load_recipe("default"), {**over, "tasks.options": {}}).digest()
+        state["config_digest"] = apply_overrides(load_recipe("quick"), {**over, "tasks.options": {}}).digest()
         torch.save(state, tmp_path / "old" / name)
     model, *_ = build_from_checkpoint(load_checkpoint(tmp_path / "old" / "best.pt"))
     assert model.map_tasks == ()
-    res = train(quick("default", synth_cache, tmp_path / "old", **{**over, "tasks.options": {}, "train.epochs": 2}), resume=True)
+    res = train(quick("quick", synth_cache, tmp_path / "old", **{**over, "tasks.options": {}, "train.epochs": 2}), resume=True)
     assert len(res.history) == 2

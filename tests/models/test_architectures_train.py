@@ -19,7 +19,7 @@ def tiny(cache, out, arch, **over):
             "model.options": {"width": 8}, "tasks.names": ["landmarks", "pose"], "model.architecture": arch,
             "train.schedule": "constant"}  # the half run of the resume test must see the same learning rates
     base.update(over)
-    return apply_overrides(load_recipe("default"), base)
+    return apply_overrides(load_recipe("quick"), base)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES.names())
@@ -64,7 +64,7 @@ def test_resume_refuses_another_architecture(arch_cache, tmp_path):
 
 def test_hps_digest_is_unchanged_by_the_setting():
     """Runs from before ``model.architecture`` existed resume: the default adds nothing to the digest."""
-    cfg = load_recipe("default")
+    cfg = load_recipe("quick")
     d = cfg.to_dict()
     del d["model"]["architecture"], d["model"]["architecture_options"]
     from facemtl.engine.config import RunConfig
