@@ -69,6 +69,31 @@ def resolve_dataset(dataset: str | None, data: str | os.PathLike | None, default
     return path
 
 
+def shared_synthfaces_people(train: str | os.PathLike, other: str | os.PathLike, split: str) -> int:
+    """How many people of ``other``'s ``split`` are training people of the SynthFaces cache
+    ``train`` (0 when either is not SynthFaces, or they were rendered with different seeds).
+
+    SynthFaces draws person k from (seed, k) alone, whatever the cache's size, and holds out the
+    last tenth of a cache's people for its test split (``facemtl.data.synthetic``): the test people
+    of an 8,000-image cache of 500 (450-499) are training people of a 24,000-image cache of 1,500
+    (0-1,349) rendered with the same seed."""
+    provs = []
+    for path in (train, other):
+        cache = FaceCache(path)
+        try:
+            provs.append(cache.provenance)
+        finally:
+            cache.close()
+    cfgs = [p.get("config") if p.get("generator") == "SynthFaces" else None for p in provs]
+    if not all(isinstance(c, dict) and "seed" in c and "identities" in c for c in cfgs) or cfgs[0]["seed"] != cfgs[1]["seed"]:
+        return 0
+    n_train, n_other = int(cfgs[0]["identities"]), int(cfgs[1]["identities"])
+    held_out = int(round(n_other * 0.9))
+    people = range(held_out, n_other) if split == "test" else range(0, held_out)
+    train_people = range(0, int(round(n_train * 0.9)))
+    return max(0, min(people.stop, train_people.stop) - max(people.start, train_people.start))
+
+
 def run_cache(path: str, name: str, names: list[str]) -> Path:
     """One cache of a multi-cache run, which must still be where the run recorded it."""
     if not Path(path).exists():

@@ -38,7 +38,7 @@ import pandas as pd
 from facemtl import __version__
 from facemtl.data.cache import FaceCache
 from facemtl.errors import ConfigError, UnknownNameError
-from facemtl.reports._data import DATASET_FILES, LabelAdapter, label_check, labelled_tasks, predict, resolve_dataset, run_cache
+from facemtl.reports._data import DATASET_FILES, LabelAdapter, label_check, labelled_tasks, predict, resolve_dataset, run_cache, shared_synthfaces_people
 from facemtl.reports._io import fmt, safe_name, staged_dir, to_markdown, write_csv
 from facemtl.reports.scenes import ScanConfig, scan_scenes
 from facemtl.reports.task_reports import FAIL_AT, NME_NORM, TaskReport, task_report
@@ -145,6 +145,13 @@ def evaluate(
         if dataset not in DATASET_FILES and not (dataset.endswith(".h5") or os.sep in dataset):
             raise UnknownNameError("dataset", dataset, [*names, *DATASET_FILES, "PATH.h5"])
     path = resolve_dataset(dataset, data, paths[0])
+    for train_path in paths:
+        shared = shared_synthfaces_people(train_path, path, split) if Path(train_path).exists() else 0
+        if shared and Path(train_path).resolve() != path.resolve():
+            log.warning("%d %s of %s's %s split trained the model, in the run's cache %s (SynthFaces draws person k "
+                        "from the seed alone, in every cache of one seed): these figures are not held-out. Evaluate on the "
+                        "run's own cache (leave out --dataset) or on a cache rendered with another --seed.",
+                        shared, "person" if shared == 1 else "people", path, split, train_path)
     if out is None:
         same = [i for i, p in enumerate(paths) if Path(p).resolve() == path.resolve()]
         if len(paths) == 1:

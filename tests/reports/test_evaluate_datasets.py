@@ -105,3 +105,57 @@ def test_correlate_reads_one_of_the_runs_caches_by_name(mrun, base, tmp_path):
     assert doc["data"] == str(two_caches(base)[1].absolute())
     first = correlate(mrun, split="test", out=tmp_path / "d", device="cpu", batches=1)
     assert json.loads(next(first.out_dir.glob("*.json")).read_text())["data"] == str(two_caches(base)[0].absolute())
+
+
+# -- SynthFaces caches of one seed share their people ------------------------------------------
+class _FakeCache:
+    provs: dict = {}
+
+    def __init__(self, path):
+        self.provenance = self.provs[str(path)]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("train, other, split, shared", [
+    ((0, 1500), (0, 500), "test", 50),     # the 8,000-image cache's test people 450-499 train the 24,000-image model
+    ((0, 1500), (0, 500), "val", 450),
+    ((0, 500), (0, 1500), "test", 0),      # its test people 1,350-1,499 were never drawn for 500
+    ((0, 1500), (1, 500), "test", 0),      # another seed: other people
+    ((0, 500), (0, 500), "test", 0),       # the same split rule: its own test people are held out
+])
+def test_shared_synthfaces_people(monkeypatch, train, other, split, shared):
+    from facemtl.reports import _data
+
+    _FakeCache.provs = {"t": {"generator": "SynthFaces", "config": {"seed": train[0], "identities": train[1]}},
+                        "o": {"generator": "SynthFaces", "config": {"seed": other[0], "identities": other[1]}}}
+    monkeypatch.setattr(_data, "FaceCache", _FakeCache)
+    assert _data.shared_synthfaces_people("t", "o", split) == shared
+    _FakeCache.provs["o"] = {"generator": "CelebA"}
+    assert _data.shared_synthfaces_people("t", "o", split) == 0
+
+
+def test_evaluate_warns_when_the_test_people_trained_the_model(tmp_path, caplog):
+    """`evaluate --dataset synthetic` of a model trained on a larger SynthFaces cache of the same
+    seed: the smaller cache's test people are training people, and evaluate says so."""
+    from facemtl.data.synthetic import prepare_synthetic
+    from facemtl.engine.config import apply_overrides, load_recipe
+    from facemtl.engine.trainer import train
+
+    from ._fixtures import synth_cache
+
+    cache = synth_cache(tmp_path)  # 20 people: 0-17 train and validate
+    small = tmp_path / "small.h5"
+    prepare_synthetic(small, num_images=60, identities=10, sizes=(40,), workers=1, num_scenes=0)  # person 9 is its test
+    cfg = apply_overrides(load_recipe("quick"), {"data.path": str(cache), "out": str(tmp_path / "run"), "train.epochs": 1,
+                                                 "train.max_steps_per_epoch": 1, "tasks.names": ["landmarks"],
+                                                 "model.backbone": "tcdcn", "model.input_size": 40, "augment.preset": "none"})
+    train(cfg)
+    with caplog.at_level("WARNING"):
+        evaluate(tmp_path / "run", data=small, figures=False)
+    assert any("1 person of" in r.getMessage() and "not held-out" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        evaluate(tmp_path / "run", figures=False)  # its own cache: held-out people, nothing said
+    assert not any("not held-out" in r.getMessage() for r in caplog.records)
