@@ -27,11 +27,18 @@ log = logging.getLogger(__name__)
 BLOCK = 64
 
 
+def first_test_person(identities: int) -> int:
+    """People ``first_test_person(n)`` .. ``n - 1`` of a cache of ``n`` people are its test split
+    (held out); the others train and validate. Person k is drawn from (seed, k) alone, so caches of
+    one seed share their people (:func:`facemtl.reports._data.shared_synthfaces_people`)."""
+    return int(round(identities * 0.9))
+
+
 def _split_for(index: int, identity: int, cfg) -> int:
     rng = np.random.default_rng([cfg.seed, 7919, index])
     if identity < 0:
         return int(rng.choice(3, p=[0.8, 0.1, 0.1]))
-    if identity >= int(round(cfg.identities * 0.9)):
+    if identity >= first_test_person(cfg.identities):
         return schema.SPLITS["test"]
     return schema.SPLITS["val"] if rng.random() < 0.1 else schema.SPLITS["train"]
 

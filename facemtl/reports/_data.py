@@ -87,10 +87,12 @@ def shared_synthfaces_people(train: str | os.PathLike, other: str | os.PathLike,
     cfgs = [p.get("config") if p.get("generator") == "SynthFaces" else None for p in provs]
     if not all(isinstance(c, dict) and "seed" in c and "identities" in c for c in cfgs) or cfgs[0]["seed"] != cfgs[1]["seed"]:
         return 0
+    from facemtl.data.synthetic import first_test_person
+
     n_train, n_other = int(cfgs[0]["identities"]), int(cfgs[1]["identities"])
-    held_out = int(round(n_other * 0.9))
+    held_out = first_test_person(n_other)
     people = range(held_out, n_other) if split == "test" else range(0, held_out)
-    train_people = range(0, int(round(n_train * 0.9)))
+    train_people = range(0, first_test_person(n_train))
     return max(0, min(people.stop, train_people.stop) - max(people.start, train_people.start))
 
 
