@@ -1,7 +1,8 @@
 """Inference speed on a CPU: single-face latency on one core and throughput at batch 64.
 
-Networks (random weights: speed does not depend on them): the default recipe's model (``small``,
-64 px, detection + landmarks + attributes + expression + pose), TCDCN's network (40 px grey, 5
+Networks (random weights: speed does not depend on them): the default recipe's model (``small``
+with IBN, 64 px, detection + landmarks + attributes + expression + pose), the same without IBN
+(the ``quick`` recipe's), TCDCN's network (40 px grey, 5
 tasks) and MCFA's sub-networks (width 0.25: S_Net 56 px, L_Net 224 px, fed the previous stage's
 feature). Each is exported to ONNX (``--dynamic-batch``) and run by ONNX Runtime with
 ``intra_op_num_threads=1``, and by PyTorch eager with ``torch.set_num_threads(1)``.
@@ -40,11 +41,11 @@ def build(name: str):
     from facemtl.tasks import DataInfo, build_tasks
 
     info = DataInfo(tuple(CELEBA_ATTRIBUTES), 100, ("attributes", "landmarks", "expression", "face", "pose_class", "identity"))
-    cfg = load_recipe({"default": "default", "tcdcn": "tcdcn"}.get(name, "mcfa"))
+    cfg = load_recipe({"default": "default", "quick": "quick", "tcdcn": "tcdcn"}.get(name, "mcfa"))
     tasks = build_tasks(list(cfg.tasks.names), info, cfg.tasks.options)
     torch.manual_seed(0)
     model = build_model(cfg.model.backbone, tasks, input_size=cfg.model.input_size, **cfg.model.options).eval()
-    if name in ("default", "tcdcn"):
+    if name in ("default", "quick", "tcdcn"):
         size = model.input_spec[0][0]
         return model, [("image", (3, size, size))]
     i = {"mcfa_s": 0, "mcfa_l": 2}[name]
@@ -131,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timing per measurement (default 2)")
     ap.add_argument("--write", type=Path, help="update the inference section of this markdown file")
-    ap.add_argument("--only", nargs="*", default=None, help="default, tcdcn, mcfa_s, mcfa_l")
+    ap.add_argument("--only", nargs="*", default=None, help="default, quick, tcdcn, mcfa_s, mcfa_l")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    nets = {"default": "default (`small`, 64 px, 5 tasks)", "tcdcn": "TCDCN (40 px grey, 5 tasks)",
+    nets = {"default": "default (`small` with IBN, 64 px, 5 tasks)", "quick": "quick (`small`, 64 px, 5 tasks)",
+            "tcdcn": "TCDCN (40 px grey, 5 tasks)",
             "mcfa_s": "MCFA S_Net (56 px, width 0.25)", "mcfa_l": "MCFA L_Net (224 px, width 0.25)"}
     start = time.perf_counter()
     rows = []
