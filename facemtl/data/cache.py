@@ -542,6 +542,16 @@ def validate_cache(f: h5py.File, path: Path) -> None:
         raise DataFormatError(f"{path} is a damaged facemtl cache: " + "; ".join(problems) + "; prepare it again with `facemtl prepare`.")
 
 
+def cache_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """How a cache was made (its ``provenance`` attribute) without loading its labels; {} when the
+    file cannot be read as a cache (opening it as :class:`FaceCache` says why)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs.get("provenance", "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
 class FaceCache:
     """A finished cache, opened read-only. Labels are loaded into memory; images are read on demand.
 

@@ -34,6 +34,7 @@ import tomllib
 
 from facemtl.data.augment import AugmentConfig
 from facemtl.engine.mining import MineConfig
+from facemtl.engine.schedules import epochs_of, is_epochs_or_share
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 from facemtl.utils.options import parse_bool, parse_bool_or_auto
 
@@ -192,7 +193,7 @@ class RunConfig:
             ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip >= 0, "0 (off) or more"),
             ("train.patience", t.patience, t.patience >= 0, "0 (off) or more"),
             ("train.ema", t.ema, 0 <= t.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.99"),
-            ("train.swa", t.swa, t.swa == 0 or 0 < t.swa < 1 or (t.swa == int(t.swa) and 1 <= t.swa < t.epochs),
+            ("train.swa", t.swa, t.swa == 0 or (is_epochs_or_share(t.swa) and t.swa < t.epochs),
              f"0 (off), a share of the epochs in (0, 1) or a whole number of epochs below train.epochs ({t.epochs})"),
             ("train.select", t.select, t.select == "val_loss" or bool(re.fullmatch(r"[^/\s]+/[^/\s]+", t.select)),
              "val_loss or TASK/METRIC, e.g. landmarks/nme"),
@@ -252,16 +253,6 @@ _HINTS = {
     "train.swa": " For a shorter run of a recipe that averages weights, pass a smaller --swa, a share such as --swa 0.5, or --swa 0.",
     "mine.start": " For a shorter run, pass --set mine.start=0.5 (from half the epochs on) or --set mine.every=0 (no mining).",
 }
-
-
-def epochs_of(value: float, epochs: int) -> int:
-    """A setting counted in epochs, given as a whole number (``11``) or as a share of the run's
-    ``epochs`` (``0 < value < 1``, as scikit-learn reads a float ``max_features``): the share is
-    rounded to whole epochs and kept within 1 .. epochs - 1, so that ``swa = 0.45`` begins the
-    average at epoch 12 of 24 and at epoch 5 of 8. A run of one epoch has no room for it: 0."""
-    if 0 < value < 1:
-        return min(epochs - 1, max(1, round(value * epochs)))
-    return int(value)
 
 
 _SECTIONS = {
@@ -393,16 +384,14 @@ def _extend(d: dict[str, Any], where: str, folder: Path | None, seen: tuple[str,
     if not isinstance(base_name, str) or not base_name:
         raise ConfigError(f"{where}: 'extends' must be a recipe name or a TOML file, got {base_name!r}.")
     base_path = (folder / base_name) if folder is not None else None
-    if base_path is not None and (base_name.endswith(".toml") or base_path.exists()):
-        key, base_where = str(base_path.resolve()), f"{where} extends {base_path}"
-        if key in seen:
-            raise ConfigError(f"{where}: 'extends' goes round in a circle ({' -> '.join(seen)} -> {base_name}).")
+    is_file = base_path is not None and (base_name.endswith(".toml") or base_path.exists())
+    if (str(base_path.resolve()) if is_file else base_name) in seen:
+        raise ConfigError(f"{where}: 'extends' goes round in a circle ({' -> '.join(seen)} -> {base_name}).")
+    if is_file:
         if not base_path.is_file():
             raise MissingFileError(f"{where} extends {base_path}, which does not exist.")
-        base = _file_dict(base_path, base_where, seen)
+        base = _file_dict(base_path, f"{where} extends {base_path}", seen)
     else:
-        if base_name in seen:
-            raise ConfigError(f"{where}: 'extends' goes round in a circle ({' -> '.join(seen)} -> {base_name}).")
         if base_name not in recipe_names():
             raise UnknownNameError("recipe", base_name, recipe_names())
         base = _recipe_dict(base_name, f"recipe '{base_name}'", seen)

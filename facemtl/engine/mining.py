@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 
 from facemtl.data import schema
+from facemtl.engine.schedules import is_epochs_or_share
 from facemtl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class MineConfig:
         """(setting, value, holds, what it must be), for :meth:`RunConfig.validate`."""
         return [
             ("mine.every", self.every, self.every >= 0, "0 (off) or a number of epochs"),
-            ("mine.start", self.start, 0 < self.start < 1 or (self.start == int(self.start) and self.start >= 1),
+            ("mine.start", self.start, is_epochs_or_share(self.start),
              "a whole number of epochs, at least 1, or a share of train.epochs in (0, 1)"),
             ("mine.scenes", self.scenes, self.scenes >= 1, "at least 1"),
             ("mine.photos", self.photos, 0.0 <= self.photos <= 1.0, "a share in [0, 1]"),

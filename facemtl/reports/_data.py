@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facemtl.data.cache import FaceCache
+from facemtl.data.cache import FaceCache, cache_provenance
 from facemtl.errors import ConfigError, MissingFileError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,7 @@ def shared_synthfaces_people(train: str | os.PathLike, other: str | os.PathLike,
     last tenth of a cache's people for its test split (``facemtl.data.synthetic``): the test people
     of an 8,000-image cache of 500 (450-499) are training people of a 24,000-image cache of 1,500
     (0-1,349) rendered with the same seed."""
-    provs = []
-    for path in (train, other):
-        cache = FaceCache(path)
-        try:
-            provs.append(cache.provenance)
-        finally:
-            cache.close()
+    provs = [cache_provenance(train), cache_provenance(other)]
     cfgs = [p.get("config") if p.get("generator") == "SynthFaces" else None for p in provs]
     if not all(isinstance(c, dict) and "seed" in c and "identities" in c for c in cfgs) or cfgs[0]["seed"] != cfgs[1]["seed"]:
         return 0

@@ -146,8 +146,10 @@ def evaluate(
             raise UnknownNameError("dataset", dataset, [*names, *DATASET_FILES, "PATH.h5"])
     path = resolve_dataset(dataset, data, paths[0])
     for train_path in paths:
-        shared = shared_synthfaces_people(train_path, path, split) if Path(train_path).exists() else 0
-        if shared and Path(train_path).resolve() != path.resolve():
+        if Path(train_path).resolve() == path.resolve():
+            continue
+        shared = shared_synthfaces_people(train_path, path, split)  # 0 for a cache it cannot read
+        if shared:
             log.warning("%d %s of %s's %s split trained the model, in the run's cache %s (SynthFaces draws person k "
                         "from the seed alone, in every cache of one seed): these figures are not held-out. Evaluate on the "
                         "run's own cache (leave out --dataset) or on a cache rendered with another --seed.",

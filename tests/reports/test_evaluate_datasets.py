@@ -108,16 +108,6 @@ def test_correlate_reads_one_of_the_runs_caches_by_name(mrun, base, tmp_path):
 
 
 # -- SynthFaces caches of one seed share their people ------------------------------------------
-class _FakeCache:
-    provs: dict = {}
-
-    def __init__(self, path):
-        self.provenance = self.provs[str(path)]
-
-    def close(self):
-        pass
-
-
 @pytest.mark.parametrize("train, other, split, shared", [
     ((0, 1500), (0, 500), "test", 50),     # the 8,000-image cache's test people 450-499 train the 24,000-image model
     ((0, 1500), (0, 500), "val", 450),
@@ -128,11 +118,11 @@ class _FakeCache:
 def test_shared_synthfaces_people(monkeypatch, train, other, split, shared):
     from facemtl.reports import _data
 
-    _FakeCache.provs = {"t": {"generator": "SynthFaces", "config": {"seed": train[0], "identities": train[1]}},
-                        "o": {"generator": "SynthFaces", "config": {"seed": other[0], "identities": other[1]}}}
-    monkeypatch.setattr(_data, "FaceCache", _FakeCache)
+    provs = {"t": {"generator": "SynthFaces", "config": {"seed": train[0], "identities": train[1]}},
+             "o": {"generator": "SynthFaces", "config": {"seed": other[0], "identities": other[1]}}}
+    monkeypatch.setattr(_data, "cache_provenance", lambda path: provs[str(path)])
     assert _data.shared_synthfaces_people("t", "o", split) == shared
-    _FakeCache.provs["o"] = {"generator": "CelebA"}
+    provs["o"] = {"generator": "CelebA"}
     assert _data.shared_synthfaces_people("t", "o", split) == 0
 
 
@@ -159,3 +149,8 @@ def test_evaluate_warns_when_the_test_people_trained_the_model(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         evaluate(tmp_path / "run", figures=False)  # its own cache: held-out people, nothing said
     assert not any("not held-out" in r.getMessage() for r in caplog.records)
+    from facemtl.data.cache import cache_provenance
+
+    assert cache_provenance(small)["config"]["identities"] == 10
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert cache_provenance(tmp_path / "junk.h5") == {} and cache_provenance(tmp_path / "absent.h5") == {}
